@@ -1,0 +1,1 @@
+"""Loaders: each turns one input format into a `RawData` of canonical frames for `prepare`."""

@@ -1,0 +1,452 @@
+"""`guim prepare`: validate a loader's canonical frames, map raw ids to indices, split, write.
+
+The dataset directory is built in a temporary directory beside the target and renamed into place
+at the end, so a failure (bad input included) never leaves a partial dataset behind. The layout
+is described in `guim.data.dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from guim.data.raw import ROW, RawData, Table
+from guim.data.schema import (
+    EVENT,
+    EVENT_ALIASES,
+    EVENT_CODE,
+    ITEM_ID,
+    ITEM_TEXT,
+    PRICE,
+    REQUIRED_EVENT_COLUMNS,
+    SESSION_ID,
+    TIMESTAMP,
+    USER_ID,
+    DataError,
+)
+from guim.io import atomic_dir, write_json
+from guim.progress import Steps
+
+# Item columns that are not attributes.
+_ITEM_NON_ATTRIBUTE = {ITEM_ID, ITEM_TEXT, PRICE, ROW}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How a raw log becomes a dataset directory."""
+
+    name: str | None = None
+    seed: int = 0
+    # fraction of interacted items held out of training entirely (half valid, half test)
+    cold_fraction: float = 0.1
+    # global temporal split: train before the first quantile of time, test from the second
+    temporal_quantiles: tuple[float, float] = (0.8, 0.9)
+    # merge consecutive events of a user on the same item into one interaction (deepest event)
+    collapse_repeats: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_fraction < 1.0:
+            raise ValueError(f"cold_fraction must be in [0, 1), got {self.cold_fraction}")
+        q1, q2 = self.temporal_quantiles
+        if not 0.0 < q1 <= q2 < 1.0:
+            raise ValueError(f"temporal_quantiles must satisfy 0 < q1 <= q2 < 1, got {q1}, {q2}")
+
+
+def prepare(
+    raw: RawData,
+    out_dir: str | Path,
+    config: PrepareConfig | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Validate `raw`, index it, split it and write the dataset directory `out_dir`."""
+    config = config or PrepareConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists (use --overwrite to replace it)")
+    t0 = time.perf_counter()
+    with Steps("prepare", enabled=show_progress) as steps, atomic_dir(out_dir, overwrite) as tmp:
+        steps.start("reading events")
+        events = _collect_events(raw)
+        n_raw = events.height
+        if n_raw == 0:
+            raise DataError(raw.events_locator.files[0], "no events (the file is empty)")
+
+        steps.start("validating")
+        events = _normalise_events(events, raw)
+        items_df = _validate_side_table(raw.items, ITEM_ID, "item")
+        users_df = _validate_side_table(raw.users, USER_ID, "user")
+
+        steps.start("mapping ids")
+        item_vocab = _build_vocab(events, items_df, ITEM_ID, raw, "item_idx")
+        user_vocab = _build_vocab(events, users_df, USER_ID, raw, "user_idx")
+        events = (
+            events.join(user_vocab, on=USER_ID, how="left")
+            .join(item_vocab, on=ITEM_ID, how="left")
+            .drop(USER_ID, ITEM_ID)
+        )
+
+        steps.start("sorting and splitting")
+        arrays = _sort_and_collapse(events, config.collapse_repeats)
+        del events
+        n_users, n_items = user_vocab.height, item_vocab.height
+        split = _leave_one_out(arrays["user_idx"])
+        tsplit, cutoffs = _temporal(arrays["timestamp"], config.temporal_quantiles)
+        cold = _cold_items(arrays["item_idx"], n_items, config)
+
+        steps.start("writing")
+        attrs, item_attr = _attributes(items_df, item_vocab)
+        events_out = pl.DataFrame(
+            {
+                "user_idx": arrays["user_idx"],
+                "item_idx": arrays["item_idx"],
+                "timestamp": arrays["timestamp"],
+                "event": arrays["event"],
+                "session_idx": arrays["session_idx"],
+                "split": split,
+                "tsplit": tsplit,
+            }
+        )
+        events_out.write_parquet(tmp / "events.parquet")
+        items_out = _items_table(item_vocab, items_df, item_attr, cold)
+        items_out.write_parquet(tmp / "items.parquet")
+        users_out = _users_table(user_vocab, users_df)
+        users_out.write_parquet(tmp / "users.parquet")
+        (tmp / "vocab").mkdir()
+        item_vocab.select("item_idx", ITEM_ID).write_parquet(tmp / "vocab" / "items.parquet")
+        user_vocab.select("user_idx", USER_ID).write_parquet(tmp / "vocab" / "users.parquet")
+        attrs.write_parquet(tmp / "vocab" / "attributes.parquet")
+        if raw.truth_files:
+            (tmp / "truth").mkdir()
+            for f in raw.truth_files:
+                shutil.copy2(f, tmp / "truth" / Path(f).name)
+
+        stats = {
+            "name": config.name or out_dir.name,
+            "format": raw.format,
+            "source_files": [str(f) for f in raw.files],
+            "n_users": n_users,
+            "n_items": n_items,
+            "n_attributes": attrs.height,
+            "n_raw_events": n_raw,
+            "n_interactions": len(arrays["item_idx"]),
+            "n_items_with_interactions": int((np.bincount(arrays["item_idx"]) > 0).sum()),
+            "has_event_types": bool((arrays["event"] != EVENT_CODE["interaction"]).any()),
+            "has_sessions": bool((arrays["session_idx"] > 0).any()),
+            "has_titles": bool(items_out[ITEM_TEXT].null_count() < items_out.height),
+            "timestamps_are_positions": raw.timestamps_are_positions,
+            "attribute_fields": sorted(set(attrs["field"].to_list())),
+            "user_fields": [c for c in users_out.columns if c not in ("user_idx", USER_ID)],
+            "splits": {
+                "loo": _counts(split),
+                "temporal": {**_counts(tsplit), "cutoffs": cutoffs},
+                "cold": {
+                    "valid_items": int((cold == 1).sum()),
+                    "test_items": int((cold == 2).sum()),
+                },
+            },
+            "config": asdict(config),
+            "hash": _content_hash(arrays, item_vocab, user_vocab, attrs, item_attr, cold),
+            "prepare_seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(tmp / "stats.json", stats)
+    return out_dir
+
+
+# ---- reading and validation ---------------------------------------------------------------
+
+
+def _collect_events(raw: RawData) -> pl.DataFrame:
+    cols = raw.events.collect_schema().names()
+    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in cols]
+    if missing:
+        raise DataError(
+            raw.events_locator.files[0],
+            f"missing required column(s) {missing}; found {cols}",
+            column=missing[0],
+        )
+    keep = [c for c in (USER_ID, ITEM_ID, TIMESTAMP, EVENT, SESSION_ID, ROW) if c in cols]
+    return raw.events.select(keep).collect(engine="streaming")
+
+
+def _first_bad(mask: pl.Series) -> int | None:
+    idx = mask.arg_true()
+    return int(idx[0]) if len(idx) else None
+
+
+def _normalise_events(events: pl.DataFrame, raw: RawData) -> pl.DataFrame:
+    loc = raw.events_locator
+    for col in (USER_ID, ITEM_ID, TIMESTAMP):
+        bad = _first_bad(events[col].is_null())
+        if bad is not None:
+            raise loc.error(int(events[ROW][bad]), "missing value", column=col)
+    ts = _parse_timestamps(events[TIMESTAMP])
+    bad = _first_bad(ts.is_null())
+    if bad is not None:
+        raise loc.error(
+            int(events[ROW][bad]),
+            f"cannot parse timestamp {events[TIMESTAMP][bad]!r} "
+            "(expected a number, or an ISO 8601 date/time)",
+            column=TIMESTAMP,
+        )
+    out = events.with_columns(ts.alias(TIMESTAMP))
+    if EVENT in out.columns:
+        out = out.with_columns(_event_codes(out, loc))
+    else:
+        out = out.with_columns(pl.lit(EVENT_CODE["interaction"], dtype=pl.Int8).alias(EVENT))
+    if SESSION_ID in out.columns:
+        out = out.with_columns(
+            pl.when(pl.col(SESSION_ID).is_null())
+            .then(0)
+            .otherwise(pl.col(SESSION_ID).rank("dense"))
+            .cast(pl.Int32)
+            .alias("session_idx")
+        ).drop(SESSION_ID)
+    else:
+        out = out.with_columns(pl.lit(0, dtype=pl.Int32).alias("session_idx"))
+    return out
+
+
+def _parse_timestamps(col: pl.Series) -> pl.Series:
+    """Timestamps as Int64: numbers as given (floored), datetimes as Unix seconds."""
+    dtype = col.dtype
+    if dtype.is_integer():
+        return col.cast(pl.Int64)
+    if dtype.is_float():
+        return col.floor().cast(pl.Int64, strict=False)
+    if dtype == pl.Datetime or dtype == pl.Date:
+        return col.cast(pl.Datetime("us")).dt.epoch("s")
+    if dtype == pl.String:
+        as_int = col.str.strip_chars().cast(pl.Int64, strict=False)
+        as_float = col.str.strip_chars().cast(pl.Float64, strict=False).floor().cast(pl.Int64)
+        as_dt = (
+            col.str.strip_chars()
+            .str.to_datetime(strict=False, time_unit="us")
+            .dt.replace_time_zone(None)
+            .dt.epoch("s")
+        )
+        return as_int.fill_null(as_float).fill_null(as_dt)
+    raise DataError(None, f"unsupported timestamp type {dtype}", column=TIMESTAMP)
+
+
+def _event_codes(events: pl.DataFrame, loc) -> pl.Series:
+    names = events[EVENT].cast(pl.String).str.strip_chars().str.to_lowercase()
+    mapping = {**{k: EVENT_CODE[v] for k, v in EVENT_ALIASES.items()}, **EVENT_CODE}
+    mapping.pop("<pad>")
+    codes = names.replace_strict(mapping, default=None, return_dtype=pl.Int8)
+    bad = _first_bad(codes.is_null())
+    if bad is not None:
+        known = ", ".join(n for n in EVENT_CODE if n != "<pad>")
+        raise loc.error(
+            int(events[ROW][bad]),
+            f"unknown event type {events[EVENT][bad]!r} (known: {known})",
+            column=EVENT,
+        )
+    return codes.alias(EVENT)
+
+
+def _validate_side_table(table: Table | None, key: str, what: str) -> pl.DataFrame | None:
+    if table is None:
+        return None
+    frame, loc = table.frame, table.locator
+    if key not in frame.columns:
+        raise DataError(
+            loc.files[0], f"{what} table has no '{key}' column; found {frame.columns}", column=key
+        )
+    if frame.height == 0:
+        raise DataError(loc.files[0], f"{what} table is empty")
+    bad = _first_bad(frame[key].is_null())
+    if bad is not None:
+        raise loc.error(int(frame[ROW][bad]), f"missing {what} id", column=key)
+    dup = _first_bad(frame[key].is_duplicated() & ~frame[key].is_first_distinct())
+    if dup is not None:
+        raise loc.error(
+            int(frame[ROW][dup]), f"duplicate {what} id {frame[key][dup]!r}", column=key
+        )
+    return frame
+
+
+def _build_vocab(
+    events: pl.DataFrame, side: pl.DataFrame | None, key: str, raw: RawData, idx_name: str
+) -> pl.DataFrame:
+    """Raw id -> index (1..n) table, ids sorted in their own type (numbers numerically)."""
+    if side is not None and key == ITEM_ID:
+        ids = side[key]
+        if ids.dtype != events[key].dtype:
+            ids = ids.cast(pl.String)
+            events_ids = events[key].cast(pl.String)
+        else:
+            events_ids = events[key]
+        unknown = _first_bad(~events_ids.is_in(ids.implode()))
+        if unknown is not None:
+            raise raw.events_locator.error(
+                int(events[ROW][unknown]),
+                f"item {events[key][unknown]!r} is not in the item table "
+                f"{raw.items.locator.files[0] if raw.items else ''}",
+                column=key,
+            )
+        values = ids
+    else:
+        values = events[key]
+    vocab = pl.DataFrame({key: values.unique().sort()})
+    vocab = vocab.with_row_index(idx_name, offset=1).with_columns(pl.col(idx_name).cast(pl.Int32))
+    # events may carry ids in a different dtype than the side table (e.g. int vs str)
+    if vocab[key].dtype != events[key].dtype:
+        vocab = vocab.with_columns(pl.col(key).cast(events[key].dtype, strict=False))
+    return vocab
+
+
+# ---- ordering, collapsing, splits -----------------------------------------------------------
+
+
+def _sort_and_collapse(events: pl.DataFrame, collapse: bool) -> dict[str, np.ndarray]:
+    events = events.sort(["user_idx", TIMESTAMP, ROW], maintain_order=True)
+    user = events["user_idx"].to_numpy().astype(np.int32)
+    item = events["item_idx"].to_numpy().astype(np.int32)
+    ts = events[TIMESTAMP].to_numpy().astype(np.int64)
+    ev = events[EVENT].to_numpy().astype(np.int8)
+    sess = events["session_idx"].to_numpy().astype(np.int32)
+    if collapse and len(user) > 1:
+        new = np.ones(len(user), dtype=bool)
+        new[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
+        starts = np.flatnonzero(new)
+        ev = np.maximum.reduceat(ev, starts)
+        user, item, ts, sess = user[starts], item[starts], ts[starts], sess[starts]
+    return {"user_idx": user, "item_idx": item, "timestamp": ts, "event": ev, "session_idx": sess}
+
+
+def _leave_one_out(user: np.ndarray) -> np.ndarray:
+    """0 train, 1 valid (second-to-last), 2 test (last), for users with >= 3 interactions."""
+    n = len(user)
+    split = np.zeros(n, dtype=np.int8)
+    last = np.ones(n, dtype=bool)
+    last[:-1] = user[:-1] != user[1:]
+    counts = np.bincount(user)
+    enough = counts[user] >= 3
+    last_rows = np.flatnonzero(last & enough)
+    split[last_rows] = 2
+    split[last_rows - 1] = 1
+    return split
+
+
+def _temporal(ts: np.ndarray, quantiles: tuple[float, float]) -> tuple[np.ndarray, list[int]]:
+    t1, t2 = (int(np.quantile(ts, q, method="higher")) for q in quantiles)
+    return ((ts >= t1).astype(np.int8) + (ts >= t2).astype(np.int8)), [t1, t2]
+
+
+def _cold_items(item: np.ndarray, n_items: int, config: PrepareConfig) -> np.ndarray:
+    """(n_items + 1,) int8: a seeded fraction of interacted items, half cold-valid, half cold-test."""
+    cold = np.zeros(n_items + 1, dtype=np.int8)
+    interacted = np.flatnonzero(np.bincount(item, minlength=n_items + 1)[1:] > 0) + 1
+    n_cold = round(config.cold_fraction * len(interacted))
+    if n_cold:
+        rng = np.random.default_rng(config.seed)
+        chosen = rng.choice(interacted, size=n_cold, replace=False)
+        half = (n_cold + 1) // 2
+        cold[chosen[:half]] = 1
+        cold[chosen[half:]] = 2
+    return cold
+
+
+def _counts(split: np.ndarray) -> dict[str, int]:
+    c = np.bincount(split, minlength=3)
+    return {"train": int(c[0]), "valid": int(c[1]), "test": int(c[2])}
+
+
+# ---- side tables ----------------------------------------------------------------------------
+
+
+def _attributes(
+    items: pl.DataFrame | None, item_vocab: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Shared attribute vocabulary (attr_idx, field, value) and item_idx -> list of attr_idx."""
+    empty_vocab = pl.DataFrame(
+        {"attr_idx": [], "field": [], "value": []},
+        schema={"attr_idx": pl.Int32, "field": pl.String, "value": pl.String},
+    )
+    empty_items = pl.DataFrame(
+        {"item_idx": [], "attr_idx": []},
+        schema={"item_idx": pl.Int32, "attr_idx": pl.List(pl.Int32)},
+    )
+    if items is None:
+        return empty_vocab, empty_items
+    items = items.join(item_vocab.select(ITEM_ID, "item_idx"), on=ITEM_ID, how="inner")
+    fields = [c for c in items.columns if c not in _ITEM_NON_ATTRIBUTE | {"item_idx"}]
+    pairs = []
+    for f in fields:
+        col = items.select("item_idx", pl.col(f).alias("value"))
+        if isinstance(col.schema["value"], pl.List):
+            col = col.explode("value")
+        col = col.with_columns(pl.col("value").cast(pl.String)).drop_nulls("value")
+        col = col.filter(pl.col("value").str.len_chars() > 0)
+        pairs.append(col.with_columns(pl.lit(f).alias("field")))
+    if not pairs:
+        return empty_vocab, empty_items
+    long = pl.concat(pairs).unique(["item_idx", "field", "value"], maintain_order=True)
+    vocab = (
+        long.select("field", "value")
+        .unique()
+        .sort("field", "value")
+        .with_row_index("attr_idx", offset=1)
+        .with_columns(pl.col("attr_idx").cast(pl.Int32))
+    )
+    item_attr = (
+        long.join(vocab, on=["field", "value"], how="left")
+        .group_by("item_idx", maintain_order=True)
+        .agg(pl.col("attr_idx").sort())
+    )
+    return vocab.select("attr_idx", "field", "value"), item_attr
+
+
+def _items_table(
+    item_vocab: pl.DataFrame,
+    items: pl.DataFrame | None,
+    item_attr: pl.DataFrame,
+    cold: np.ndarray,
+) -> pl.DataFrame:
+    out = item_vocab.select("item_idx", pl.col(ITEM_ID).cast(pl.String))
+    out = out.with_columns(pl.Series("cold", cold[out["item_idx"].to_numpy()], dtype=pl.Int8))
+    out = out.join(item_attr, on="item_idx", how="left").with_columns(
+        pl.col("attr_idx").fill_null(pl.lit([], dtype=pl.List(pl.Int32)))
+    )
+    if items is not None:
+        extra = items.drop(ROW).with_columns(pl.col(ITEM_ID).cast(pl.String))
+        out = out.join(extra, on=ITEM_ID, how="left")
+    if ITEM_TEXT not in out.columns:
+        out = out.with_columns(pl.lit(None, dtype=pl.String).alias(ITEM_TEXT))
+    if PRICE not in out.columns:
+        out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(PRICE))
+    return out.sort("item_idx")
+
+
+def _users_table(user_vocab: pl.DataFrame, users: pl.DataFrame | None) -> pl.DataFrame:
+    out = user_vocab.select("user_idx", pl.col(USER_ID).cast(pl.String))
+    if users is not None:
+        extra = users.drop(ROW).with_columns(pl.col(USER_ID).cast(pl.String))
+        out = out.join(extra, on=USER_ID, how="left")
+    return out.sort("user_idx")
+
+
+def _content_hash(
+    arrays: dict[str, np.ndarray],
+    item_vocab: pl.DataFrame,
+    user_vocab: pl.DataFrame,
+    attrs: pl.DataFrame,
+    item_attr: pl.DataFrame,
+    cold: np.ndarray,
+) -> str:
+    """A short hash of everything that defines the dataset (independent of Parquet encoding)."""
+    h = hashlib.blake2b(digest_size=16)
+    for key in ("user_idx", "item_idx", "timestamp", "event"):
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    for frame in (item_vocab, user_vocab, attrs, item_attr.sort("item_idx")):
+        for col in frame.columns:
+            h.update(str(frame[col].to_list()).encode())
+    h.update(cold.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,93 @@
+"""Exact metric values against hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from guim.metrics import max_dot, metrics_from_ranks, rank_targets
+
+
+def test_metrics_from_ranks_hand_computed():
+    # ranks 0, 3, 12, 25: HR@10 = 2/4; NDCG@10 = (1/log2(2) + 1/log2(5)) / 4
+    m = metrics_from_ranks(np.array([0, 3, 12, 25]), ks=(10, 20))
+    assert m["HR@10"] == pytest.approx(0.5)
+    assert m["NDCG@10"] == pytest.approx((1.0 + 1.0 / math.log2(5)) / 4)
+    assert m["MRR@10"] == pytest.approx((1.0 + 0.25) / 4)
+    assert m["HR@20"] == pytest.approx(0.75)
+    assert m["NDCG@20"] == pytest.approx((1.0 + 1.0 / math.log2(5) + 1.0 / math.log2(14)) / 4)
+    assert m["MRR@20"] == pytest.approx((1.0 + 0.25 + 1.0 / 13) / 4)
+
+
+def test_rank_with_masking_candidates_and_ties():
+    # 6 rows: padding + 5 items with 1-d "vectors" = their scores for a user vector [1]
+    items = np.array([[100.0], [5.0], [4.0], [4.0], [3.0], [1.0]])
+    users = np.ones((4, 1))
+    targets = np.array([3, 3, 4, 1])
+    # case 0: target 3 (score 4) ties with item 2 -> pessimistic: items 1, 2 above -> rank 2
+    # case 1: same but item 1 masked as seen -> rank 1; padding (score 100) is never ranked
+    # case 2: target 4 with items 1, 2 seen and target itself "seen" (never masked) -> rank 1
+    # case 3: target 1 restricted later to candidates; here plain rank 0
+    seen_offsets = np.array([0, 0, 1, 4, 4])
+    seen_items = np.array([1, 1, 2, 4])
+    ranks = rank_targets(users, items, targets, seen=(seen_offsets, seen_items), chunk_size=2)
+    assert ranks.tolist() == [2, 1, 1, 0]
+    cand = np.array([False, False, True, True, True, False])
+    r = rank_targets(users[:1], items, targets[:1], candidates=cand)
+    assert r.tolist() == [1]  # only item 2 (tie) above among candidates {2, 3, 4}
+
+
+def test_all_equal_scores_get_worst_rank():
+    items = np.zeros((11, 4))
+    ranks = rank_targets(np.ones((3, 4)), items, np.array([1, 5, 10]))
+    assert ranks.tolist() == [9, 9, 9]
+
+
+def test_identical_vectors_tie_despite_rounding():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(50, 16)).astype(np.float32)
+    items[7] = items[3]
+    users = rng.normal(size=(5, 16)).astype(np.float32)
+    r3 = rank_targets(users, items, np.full(5, 3))
+    r7 = rank_targets(users, items, np.full(5, 7))
+    assert (r3 == r7).all()
+
+
+def test_chunking_and_batching_do_not_change_ranks():
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(101, 8))
+    users = rng.normal(size=(37, 3, 8))
+    targets = rng.integers(1, 101, size=37)
+    offsets = np.arange(0, 38 * 2, 2)
+    seen = rng.integers(1, 101, size=offsets[-1])
+    a = rank_targets(users, items, targets, seen=(offsets, seen))
+    b = rank_targets(users, items, targets, seen=(offsets, seen), batch_size=5, chunk_size=7)
+    assert (a == b).all()
+    # brute force reference
+    scores = (users @ items.T).max(axis=1)
+    for i in range(37):
+        s = scores[i].copy()
+        s[0] = -np.inf
+        mask = seen[offsets[i] : offsets[i + 1]]
+        mask = mask[mask != targets[i]]
+        s[mask] = -np.inf
+        others = np.delete(s, targets[i])
+        assert a[i] == int((others >= s[targets[i]]).sum())
+
+
+def test_max_dot_k1_equals_dot():
+    u = torch.randn(4, 1, 6)
+    v = torch.randn(9, 6)
+    assert torch.allclose(max_dot(u, v), u[:, 0] @ v.T)
+
+
+def test_bad_targets_rejected():
+    with pytest.raises(ValueError, match="candidate"):
+        rank_targets(
+            np.ones((1, 1)), np.ones((3, 1)), np.array([1]), candidates=np.array([0, 0, 1])
+        )
+    with pytest.raises(ValueError, match="item indices"):
+        rank_targets(np.ones((1, 1)), np.ones((3, 1)), np.array([0]))
