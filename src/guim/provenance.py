@@ -1,0 +1,88 @@
+"""Where a result came from: the machine, the git revision, the command; the results-JSON shape.
+
+Every recorded result is `{"command", "machine", "git", "results": {dataset: {model: {metric:
+value}}}}` plus optional extra keys, written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from guim.io import write_json
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU model, cores, memory, torch threads)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages * size / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, no GPU"
+
+
+def git_revision(repo: str | Path | None = None) -> str:
+    """Current commit (short SHA, with '+dirty' when the tree has uncommitted changes)."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def current_command() -> str:
+    """The command line of this process, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("guim", "guim.exe")):
+        argv[0] = "guim"
+    elif argv and argv[0].endswith(".py"):
+        argv = ["python", os.path.relpath(argv[0]), *argv[1:]]
+    return shlex.join(argv)
+
+
+def write_results(
+    path: str | Path,
+    results: dict[str, dict[str, dict[str, Any]]],
+    command: str | None = None,
+    **extra: Any,
+) -> Path:
+    """Write a results JSON in the project's shape (see module docstring)."""
+    doc = {
+        "command": command or current_command(),
+        "machine": machine(),
+        "git": git_revision(),
+        "results": results,
+        **extra,
+    }
+    return write_json(path, doc)
