@@ -223,14 +223,21 @@ def _parse_timestamps(col: pl.Series) -> pl.Series:
     if dtype == pl.Datetime or dtype == pl.Date:
         return col.cast(pl.Datetime("us")).dt.epoch("s")
     if dtype == pl.String:
-        as_int = col.str.strip_chars().cast(pl.Int64, strict=False)
-        as_float = col.str.strip_chars().cast(pl.Float64, strict=False).floor().cast(pl.Int64)
-        as_dt = (
-            col.str.strip_chars()
-            .str.to_datetime(strict=False, time_unit="us")
-            .dt.replace_time_zone(None)
-            .dt.epoch("s")
-        )
+        text = col.str.strip_chars()
+        as_int = text.cast(pl.Int64, strict=False)
+        as_float = text.cast(pl.Float64, strict=False).floor().cast(pl.Int64, strict=False)
+        # Polars infers the date format from the first value it sees, and raises when that
+        # one is not a date: give it only the non-numeric values; a failure leaves nulls,
+        # which the caller reports at the first bad row
+        rest = pl.select(pl.when(as_float.is_null()).then(text)).to_series()
+        try:
+            as_dt = (
+                rest.str.to_datetime(strict=False, time_unit="us")
+                .dt.replace_time_zone(None)
+                .dt.epoch("s")
+            )
+        except pl.exceptions.ComputeError:
+            as_dt = pl.Series([None] * len(col), dtype=pl.Int64)
         return as_int.fill_null(as_float).fill_null(as_dt)
     raise DataError(None, f"unsupported timestamp type {dtype}", column=TIMESTAMP)
 
