@@ -193,6 +193,17 @@ def test_generic_string_ids_keep_leading_zeros(tmp_path):
     assert ds.events["item_idx"].to_list() == [1, 3, 2]
 
 
+def test_generic_events_and_items_with_different_id_types(tmp_path):
+    """Events hold canonical integers, the item table also "007": both are compared as text,
+    so "7" and "007" stay two items (cast to numbers they would collide)."""
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\n1,7,1\n1,8,2\n")
+    (tmp_path / "i.csv").write_text("item_id,brand\n007,a\n7,b\n8,c\n")
+    ds = _prepare(load_events(tmp_path / "e.csv", items=tmp_path / "i.csv"), tmp_path / "out")
+    assert ds.items.sort("item_idx")["item_id"].to_list() == ["007", "7", "8"]
+    assert ds.events["item_idx"].to_list() == [2, 3]
+    assert ds.stats["n_interactions"] == 2
+
+
 def test_generic_sniffed_separator_and_iso_dates(tmp_path):
     (tmp_path / "e.txt").write_text(
         "user_id;item_id;timestamp\n"

@@ -110,6 +110,7 @@ def load_events(
     if users is not None:
         user_table = load_table(users, USER_ID, user_mapping, separator)
         files += user_table.locator.files
+    events, item_table, user_table = harmonise_ids(events, item_table, user_table)
     return RawData(
         events=events.lazy(),
         events_locator=locator,
@@ -169,6 +170,21 @@ def normalise_ids(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
         if values.null_count() < len(values) and values.str.contains(_CANONICAL_INT).all():
             frame = frame.with_columns(pl.col(col).cast(pl.Int64))
     return frame
+
+
+def harmonise_ids(
+    events: pl.DataFrame, items: Table | None, users: Table | None
+) -> tuple[pl.DataFrame, Table | None, Table | None]:
+    """Give the events and each side table one id type: text in both when either is text
+    (events with ids 1, 2 against an item table holding "007" compare as "1", "2", "007")."""
+    tables = {ITEM_ID: items, USER_ID: users}
+    for key, table in tables.items():
+        if table is None or table.frame.schema[key] == events.schema[key]:
+            continue
+        events = events.with_columns(pl.col(key).cast(pl.String))
+        frame = table.frame.with_columns(pl.col(key).cast(pl.String))
+        tables[key] = Table(frame, table.locator)
+    return events, tables[ITEM_ID], tables[USER_ID]
 
 
 # ---- sources and columns --------------------------------------------------------------------

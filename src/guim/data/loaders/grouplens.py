@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from guim.data.loaders.generic import normalise_ids, scan_text, split_list
+from guim.data.loaders.generic import harmonise_ids, normalise_ids, scan_text, split_list
 from guim.data.raw import ROW, Locator, RawData, Table
 from guim.data.schema import ITEM_ID, ITEM_TEXT, TIMESTAMP, USER_ID, DataError
 
@@ -83,6 +83,7 @@ def load_grouplens(path: str | Path) -> RawData:
         frame = _read(user_file, columns, "|" if variant == "ml-100k" else "::", "latin-1")
         users = Table(normalise_ids(frame, [USER_ID]), _locator(user_file))
         files.append(str(user_file))
+    events, items, users = harmonise_ids(events, items, users)
     return RawData(
         events=events.lazy(),
         events_locator=_locator(ratings),

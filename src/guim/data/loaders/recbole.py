@@ -16,6 +16,7 @@ import polars as pl
 from guim.data.dataset import Dataset
 from guim.data.loaders.generic import (
     csv_header,
+    harmonise_ids,
     missing_column,
     normalise_ids,
     scan_text,
@@ -144,6 +145,7 @@ def load_recbole(path: str | Path) -> RawData:
     if user is not None:
         users = _user_table(user)
         files.append(str(user))
+    events, items, users = harmonise_ids(events, items, users)
     return RawData(
         events=events.lazy(),
         events_locator=locator,
