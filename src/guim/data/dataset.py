@@ -77,13 +77,16 @@ class Sequences:
             user_idx=self.user_idx[rows],
         )
 
-    def padded(self, max_len: int) -> dict[str, np.ndarray]:
+    def padded(self, max_len: int, trim: bool = False) -> dict[str, np.ndarray]:
         """The last `max_len` events of every row, left-padded with 0.
 
-        Returns arrays of shape (N, max_len): item_idx (int64), event (int64), timestamp (int64).
+        Returns arrays of shape (N, W): item_idx (int64), event (int64), timestamp (int64), where
+        W = max_len, or with `trim` the longest row's length (capped at max_len).
         """
         n = len(self)
         lengths = np.minimum(self.lengths, max_len)
+        if trim:
+            max_len = int(lengths.max()) if n else 0
         out = {
             "item_idx": np.zeros((n, max_len), dtype=np.int64),
             "event": np.zeros((n, max_len), dtype=np.int64),

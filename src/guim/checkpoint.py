@@ -1,0 +1,120 @@
+"""Run directories and checkpoints: weights in safetensors, everything else in JSON, never pickle.
+
+run dir:   config.json  model.safetensors  dataset.json  vocab/  metrics.json  train_log.jsonl
+           checkpoints/latest.json -> checkpoints/epoch-NNNN/{model,best,optim}.safetensors,
+           state.json
+
+A checkpoint is written into its own directory and only then published by atomically replacing
+checkpoints/latest.json, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from guim.io import atomic_file, read_json, write_json
+
+
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomic safetensors write of a flat {name: tensor} dict."""
+    flat = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    with atomic_file(path) as tmp:
+        save_file(flat, str(tmp))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+# ---- optimiser state: tensors to safetensors, the rest to JSON ----------------------------
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                t = value.coalesce().to_dense() if value.is_sparse else value
+                tensors[f"{pid}.{name}"] = t
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entries in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    run_dir: Path,
+    epoch: int,
+    model: torch.nn.Module,
+    best: dict[str, torch.Tensor],
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+) -> Path:
+    """Write checkpoints/epoch-NNNN and publish it as the latest; older ones are removed."""
+    ckpt_root = run_dir / "checkpoints"
+    ckpt = ckpt_root / f"epoch-{epoch:04d}"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True)
+    save_weights(ckpt / "model.safetensors", model.state_dict())
+    save_weights(ckpt / "best.safetensors", best)
+    optim_meta = {}
+    for name, opt in optimizers.items():
+        tensors, meta = optimizer_to_flat(opt)
+        save_weights(ckpt / f"optim-{name}.safetensors", tensors)
+        optim_meta[name] = meta
+    write_json(ckpt / "state.json", {**state, "epoch": epoch, "optimizers": optim_meta})
+    write_json(ckpt_root / "latest.json", {"checkpoint": ckpt.name, "epoch": epoch})
+    for old in ckpt_root.glob("epoch-*"):
+        if old.name != ckpt.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return ckpt
+
+
+def load_checkpoint(
+    run_dir: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Restore the latest checkpoint into model/optimizers; returns (state, best weights)."""
+    latest = run_dir / "checkpoints" / "latest.json"
+    if not latest.exists():
+        return None
+    ckpt = run_dir / "checkpoints" / read_json(latest)["checkpoint"]
+    state = read_json(ckpt / "state.json")
+    model.load_state_dict(load_weights(ckpt / "model.safetensors"))
+    for name, opt in optimizers.items():
+        optimizer_from_flat(
+            opt, load_weights(ckpt / f"optim-{name}.safetensors"), state["optimizers"][name]
+        )
+    return state, load_weights(ckpt / "best.safetensors")
+
+
+def append_log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "train_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,225 @@
+"""Run configuration: one tree of frozen dataclasses, TOML presets holding differences only, and
+`--set section.key=value` overrides. Unknown keys and wrong types fail at start-up.
+
+Each component receives only its own section (`TransformerEncoder(cfg.model)`). The resolved
+config is printed at start and saved with every run as config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which interactions the model sees and which item/position features it uses."""
+
+    scheme: Literal["loo", "temporal", "cold"] = "loo"
+    max_len: int = 50  # positions per training window / user history
+    use_attributes: bool = True  # add attribute-id embeddings to item tokens
+    use_text: bool = False  # add a projected sentence-encoder vector of the item title
+    use_events: bool = True  # add event-type embeddings at each position
+    use_time: bool = True  # add time-gap bucket embeddings at each position
+    text_model: str = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder and user-representation head."""
+
+    encoder: Literal["transformer"] = "transformer"
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    ffn_dim: int = 256
+    dropout: float = 0.5  # embedding, residual and feed-forward dropout
+    attn_dropout: float = 0.5
+    # Mixture of Representations: K interest vectors per user (K = 1: a single vector)
+    n_interests: int = 1
+    interest_score: Literal["max", "softmax"] = "max"  # how K dot products become one score
+    interest_temperature: float = 1.0  # softmax-weighted scores only
+    n_time_buckets: int = 32  # log2 buckets of the gap to the previous interaction
+    positions: Literal["from_end", "from_start"] = "from_end"  # position ids counted from
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training loss over items: full softmax, or InfoNCE over shared sampled negatives."""
+
+    kind: Literal["full", "sampled"] = "full"
+    n_negatives: int = 1024  # shared across the batch (sampled loss)
+    sampler: Literal["uniform", "popularity"] = "uniform"
+    in_batch: bool = True  # the batch's other targets are negatives too (sampled loss)
+    logq: bool = True  # subtract log of each candidate's expected inclusion count
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Objective, optimiser and schedule."""
+
+    objective: Literal["next", "masked"] = "next"
+    mask_prob: float = 0.2  # masked objective: fraction of positions masked
+    last_mask_prob: float = 0.1  # masked objective: windows whose only mask is the last item
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    eval_every: int = 1  # epochs
+    max_minutes: float = 0.0  # wall-clock budget for training (0 = none)
+    seed: int = 0
+    threads: int = 0  # torch threads (0 = leave torch's default)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole tree: one section per component."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of the resolved configuration."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=6).hexdigest()
+
+
+class ConfigError(ValueError):
+    """An unknown key or a value of the wrong type in a preset or an override."""
+
+
+def from_dict(d: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
+    """Apply a nested mapping of differences to `base` (defaults if None), checking every key."""
+    return _apply(base or Config(), d, source, prefix="")
+
+
+def _apply(obj: Any, d: dict[str, Any], source: str, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a table of keys")
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    changes = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key '{path}'; known keys here: {', '.join(sorted(known))}"
+            )
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            changes[key] = _apply(current, value, source, prefix=f"{path}.")
+        else:
+            changes[key] = _coerce(value, hints[key], path, source)
+    return replace(obj, **changes)
+
+
+def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: '{path}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, path, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: '{path}' has the wrong type: {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}")
+        args = get_args(tp)
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, path, source) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{path}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{path}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: '{path}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{path}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{path}' has an unsupported type {tp}")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`section.key=value` -> {"section": {"key": value}}; the value is read as TOML
+    (numbers, true/false, "strings", [lists]); a bare word is taken as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def preset_path(name: str) -> Path:
+    """A preset by name (shipped in guim/presets) or a path to a TOML file."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    shipped = resources.files("guim") / "presets" / f"{name}.toml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    available = sorted(
+        f.name.removesuffix(".toml")
+        for f in (resources.files("guim") / "presets").iterdir()
+        if f.name.endswith(".toml")
+    )
+    raise ConfigError(f"no preset {name!r}: not a .toml file, and not one of {available}")
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the preset's differences, then each `--set` override, in that order."""
+    cfg = Config()
+    if preset:
+        path = preset_path(preset)
+        with open(path, "rb") as f:
+            cfg = from_dict(tomllib.load(f), cfg, source=str(path))
+    for text in overrides:
+        cfg = from_dict(parse_override(text), cfg, source=f"--set {text}")
+    return cfg
+
+
+def config_from_json(path: str | Path) -> Config:
+    """Rebuild the Config saved in a run directory (config.json)."""
+    with open(path, encoding="utf-8") as f:
+        return from_dict(json.load(f), source=str(path))

@@ -1,0 +1,94 @@
+"""The GUIM teacher: multi-modal item tokens -> sequence encoder -> K interest vectors per user.
+
+Reads top to bottom: build the item tokens and position features, encode a left-padded batch of
+histories, and read the user vectors at the last position. Items are scored by the same item
+tokens that feed the encoder (tied input/output embeddings), so a cold item is scored from its
+attributes and text alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from guim.config import Config
+from guim.models import build_encoder
+from guim.models.mor import InterestHead, interest_scores
+from guim.models.tokens import ItemTokens, PositionFeatures
+
+
+class GUIM(nn.Module):
+    def __init__(
+        self,
+        cfg: Config,
+        n_items: int,
+        n_attributes: int,
+        attr_offsets: torch.Tensor,
+        attr_flat: torch.Tensor,
+        known: torch.Tensor,
+        text: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.causal = cfg.train.objective == "next"
+        sparse = cfg.loss.kind == "sampled"
+        self.tokens = ItemTokens(
+            cfg.model, cfg.data, n_items, n_attributes, attr_offsets, attr_flat, known, text, sparse
+        )
+        self.positions = PositionFeatures(cfg.model, cfg.data)
+        self.mask_token = nn.Parameter(torch.zeros(cfg.model.dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.norm = nn.LayerNorm(cfg.model.dim)
+        self.drop = nn.Dropout(cfg.model.dropout)
+        self.encoder = build_encoder(cfg.model)
+        self.interests = InterestHead(cfg.model)
+
+    def encode(
+        self,
+        item_idx: torch.Tensor,
+        event: torch.Tensor,
+        timestamp: torch.Tensor,
+        masked: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Left-padded histories (B, T) -> interest vectors at every position (B, T, K, D).
+
+        `masked` (B, T) bool replaces those positions' item tokens by the [MASK] vector
+        (masked-item objective); they still count as real positions.
+        """
+        real = item_idx > 0  # (B, T)
+        x = self.tokens(item_idx)  # (B, T, D)
+        if masked is not None:
+            x = torch.where(masked[..., None], self.mask_token.expand_as(x), x)
+            real = real | masked
+        x = x + self.positions(real, event, timestamp)
+        x = self.drop(self.norm(x)) * real[..., None]
+        h = self.encoder(x, real, causal=self.causal)  # (B, T, D)
+        return self.interests(h, real, self.causal)
+
+    def user_vectors(
+        self, item_idx: torch.Tensor, event: torch.Tensor, timestamp: torch.Tensor
+    ) -> torch.Tensor:
+        """Left-padded histories (B, T) -> user vectors (B, K, D) read at the last position.
+
+        Under the masked-item objective a [MASK] is appended (the oldest event is dropped when
+        the window is full) and its state predicts the next item.
+        """
+        if self.causal:
+            return self.encode(item_idx, event, timestamp)[:, -1]
+        b = item_idx.shape[0]
+        pad = torch.zeros(b, 1, dtype=item_idx.dtype, device=item_idx.device)
+        item_idx = torch.cat([item_idx[:, 1:], pad], dim=1)
+        event = torch.cat([event[:, 1:], pad], dim=1)
+        timestamp = torch.cat([timestamp[:, 1:], timestamp[:, -1:]], dim=1)
+        masked = torch.zeros_like(item_idx, dtype=torch.bool)
+        masked[:, -1] = True
+        return self.encode(item_idx, event, timestamp, masked)[:, -1]
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) vectors of every item (row 0 zero)."""
+        return self.tokens.all_items()
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users (B, K, D), items (C, D) -> (B, C) by the configured interest scoring."""
+        m = self.cfg.model
+        return interest_scores(users, items, m.interest_score, m.interest_temperature)

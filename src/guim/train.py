@@ -1,0 +1,345 @@
+"""`guim train`: one explicit loop. Next-item (causal, every position predicts the next item) or
+masked-item (Cloze) objective; full-softmax or sampled-InfoNCE loss; validation NDCG@10 every
+epoch with early stopping and the best weights kept; atomic checkpoints and `--resume`.
+
+Every epoch re-seeds its random streams from (seed, epoch), so a run resumed from a checkpoint
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from guim.checkpoint import (
+    append_log,
+    load_checkpoint,
+    load_weights,
+    read_log,
+    save_checkpoint,
+    save_weights,
+)
+from guim.config import Config, config_from_json
+from guim.data.dataset import Dataset, Sequences
+from guim.embed import GuimRun
+from guim.evaluate import rank_cases
+from guim.io import write_json
+from guim.losses import info_nce
+from guim.metrics import metrics_from_ranks
+from guim.models.guim import GUIM
+from guim.models.mor import interest_scores, nearest_interest
+from guim.progress import console, make_progress
+from guim.sampling import NegativeSampler
+
+MONITOR = "NDCG@10"
+
+
+@dataclass
+class Batch:
+    items: torch.Tensor  # (B, T) input item indices, left-padded
+    events: torch.Tensor  # (B, T)
+    timestamps: torch.Tensor  # (B, T)
+    targets: torch.Tensor  # (B, T) item to predict at each position, 0 = none
+    masked: torch.Tensor | None  # (B, T) bool, masked-item objective only
+
+
+def build_model(cfg: Config, dataset: Dataset, known: np.ndarray) -> GUIM:
+    """A fresh GUIM for `dataset`; `known` (n_items + 1,) marks items seen in training."""
+    offsets, flat = dataset.item_attributes
+    text = None
+    if cfg.data.use_text:
+        from guim.text import item_text_vectors
+
+        text = torch.from_numpy(item_text_vectors(dataset, cfg.data.text_model))
+    return GUIM(
+        cfg,
+        n_items=dataset.n_items,
+        n_attributes=dataset.n_attributes,
+        attr_offsets=torch.from_numpy(offsets),
+        attr_flat=torch.from_numpy(flat),
+        known=torch.from_numpy(known),
+        text=text,
+    )
+
+
+def make_batches(
+    seqs: Sequences, cfg: Config, rng: np.random.Generator, generator: torch.Generator
+) -> list[Batch]:
+    """One epoch of batches: a window per user (a random crop when the sequence is longer than
+    the model's window), grouped by length to limit padding, batches in random order."""
+    max_len, next_item = cfg.data.max_len, cfg.train.objective == "next"
+    span = max_len + 1 if next_item else max_len
+    lengths = seqs.lengths
+    rows = np.flatnonzero(lengths >= 2)
+    n = lengths[rows]
+    start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
+    take = np.minimum(n, span)
+    starts = seqs.offsets[rows] + start_in_row
+    order = np.lexsort((rng.random(len(rows)), take))  # by length, random among equals
+    bs = cfg.train.batch_size
+    chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
+    rng.shuffle(chunks)
+    batches = []
+    for chunk in chunks:
+        t = int(take[chunk].max())
+        b = len(chunk)
+        items = np.zeros((b, t), dtype=np.int64)
+        events = np.zeros((b, t), dtype=np.int64)
+        times = np.zeros((b, t), dtype=np.int64)
+        for r, c in enumerate(chunk):
+            s, k = starts[c], take[c]
+            items[r, t - k :] = seqs.item_idx[s : s + k]
+            events[r, t - k :] = seqs.event[s : s + k]
+            times[r, t - k :] = seqs.timestamp[s : s + k]
+        if next_item:
+            targets = np.zeros_like(items[:, 1:])
+            targets[:] = items[:, 1:]
+            targets[items[:, :-1] == 0] = 0
+            batches.append(
+                Batch(
+                    torch.from_numpy(items[:, :-1]),
+                    torch.from_numpy(events[:, :-1]),
+                    torch.from_numpy(times[:, :-1]),
+                    torch.from_numpy(targets),
+                    None,
+                )
+            )
+        else:
+            batches.append(_mask_batch(items, events, times, cfg, rng))
+    return batches
+
+
+def _mask_batch(items, events, times, cfg: Config, rng: np.random.Generator) -> Batch:
+    real = items > 0
+    masked = (rng.random(items.shape) < cfg.train.mask_prob) & real
+    last_only = rng.random(len(items)) < cfg.train.last_mask_prob
+    masked[last_only] = False
+    masked[last_only, -1] = True
+    # every window predicts at least one item
+    none = ~masked.any(axis=1)
+    masked[none, -1] = True
+    targets = np.where(masked, items, 0)
+    inputs = np.where(masked, 0, items)
+    return Batch(
+        torch.from_numpy(inputs),
+        torch.from_numpy(events),
+        torch.from_numpy(times),
+        torch.from_numpy(targets),
+        torch.from_numpy(masked),
+    )
+
+
+def step_loss(
+    model: GUIM,
+    batch: Batch,
+    cfg: Config,
+    known_t: torch.Tensor,
+    sampler: NegativeSampler | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Loss of one batch (mean over predicted positions)."""
+    states = model.encode(batch.items, batch.events, batch.timestamps, batch.masked)  # (B,T,K,D)
+    sel = batch.targets > 0
+    users = states[sel]  # (P, K, D)
+    targets = batch.targets[sel]  # (P,)
+    if sampler is None:
+        cand_vecs = model.item_vectors()  # (N + 1, D)
+        positive, log_q, allowed = targets, None, known_t
+    else:
+        cand = sampler.candidates(targets, generator)
+        cand_vecs = model.tokens(cand.items)  # (C, D)
+        positive, log_q, allowed = cand.positive, cand.log_q, cand.allowed
+    m = cfg.model
+    if m.n_interests > 1 and m.interest_score == "softmax":
+        scores = interest_scores(users, cand_vecs, "softmax", m.interest_temperature)
+    else:
+        user = nearest_interest(users, cand_vecs[positive])  # (P, D); K = 1: the only one
+        scores = user @ cand_vecs.T  # (P, C)
+    return info_nce(scores, positive, log_q, cfg.loss.temperature, allowed)
+
+
+def _optimizers(model: GUIM, cfg: Config) -> dict[str, torch.optim.Optimizer]:
+    tr = cfg.train
+    sparse = [model.tokens.id_emb.weight] if cfg.loss.kind == "sampled" else []
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    opts: dict[str, torch.optim.Optimizer] = {
+        "dense": torch.optim.AdamW(dense, lr=tr.lr, weight_decay=tr.weight_decay)
+    }
+    if sparse:
+        opts["sparse"] = torch.optim.SparseAdam(sparse, lr=tr.lr)
+    return opts
+
+
+def _lr_scale(step: int, cfg: Config) -> float:
+    w = cfg.train.warmup_steps
+    return min(1.0, (step + 1) / w) if w > 0 else 1.0
+
+
+def train(
+    cfg: Config,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    evaluate_test: bool = True,
+) -> Path:
+    """Train GUIM on a prepared dataset; returns the run directory."""
+    out_dir = Path(out_dir)
+    if resume:
+        if not (out_dir / "config.json").exists():
+            raise FileNotFoundError(f"nothing to resume in {out_dir} (no config.json)")
+        saved = config_from_json(out_dir / "config.json")
+        if saved != cfg:
+            console.print("[yellow]--resume: using the run's saved config.json[/]")
+        cfg = saved
+    elif (out_dir / "config.json").exists():
+        raise FileExistsError(f"{out_dir} already holds a run; use --resume or another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tr = cfg.train
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    dataset = Dataset(dataset_dir)
+    write_json(out_dir / "config.json", cfg.to_dict())
+    GuimRun.write_dataset_info(out_dir, dataset)
+
+    seqs = dataset.train_sequences(cfg.data.scheme)
+    popularity = dataset.item_popularity(cfg.data.scheme)
+    known = popularity > 0
+    valid = dataset.eval_cases(cfg.data.scheme, "valid")
+    torch.manual_seed(tr.seed)
+    model = build_model(cfg, dataset, known)
+    known_t = torch.from_numpy(known)
+    sampler = NegativeSampler(cfg.loss, popularity, known) if cfg.loss.kind == "sampled" else None
+    optimizers = _optimizers(model, cfg)
+
+    state = {"best": -1.0, "best_epoch": -1, "bad_epochs": 0, "step": 0, "train_seconds": 0.0}
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start_epoch = 0
+    if resume and (restored := load_checkpoint(out_dir, model, optimizers)) is not None:
+        ckpt_state, best = restored
+        state = {k: ckpt_state[k] for k in state}
+        start_epoch = ckpt_state["epoch"] + 1
+        _truncate_log(out_dir, ckpt_state["epoch"])
+        console.print(f"resuming after epoch {ckpt_state['epoch']}")
+    elif not resume:
+        (out_dir / "train_log.jsonl").unlink(missing_ok=True)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"[bold]guim train[/] {dataset.name}: {len(seqs)} users, {dataset.n_items} items, "
+        f"{n_params / 1e6:.2f}M parameters, config {cfg.hash()}"
+    )
+    stop_reason = "epochs"
+    for epoch in range(start_epoch, tr.epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([tr.seed, epoch])
+        torch.manual_seed(tr.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(tr.seed * 7_919 + epoch)
+        batches = make_batches(seqs, cfg, rng, generator)
+        model.train()
+        total, n_pred = 0.0, 0
+        with make_progress(transient=True) as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{tr.epochs}", total=len(batches), info="")
+            for batch in batches:
+                for opt in optimizers.values():
+                    for g in opt.param_groups:
+                        g["lr"] = tr.lr * _lr_scale(state["step"], cfg)
+                    opt.zero_grad(set_to_none=True)
+                loss = step_loss(model, batch, cfg, known_t, sampler, generator)
+                loss.backward()
+                if tr.grad_clip > 0:
+                    dense = [
+                        p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse
+                    ]
+                    torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip)
+                for opt in optimizers.values():
+                    opt.step()
+                state["step"] += 1
+                n = int((batch.targets > 0).sum())
+                total += float(loss) * n
+                n_pred += n
+                rate = n_pred / max(time.perf_counter() - t0, 1e-9)
+                progress.update(task, advance=1, info=f"loss {total / n_pred:.4f} {rate:,.0f} ev/s")
+        train_seconds = time.perf_counter() - t0
+        state["train_seconds"] += train_seconds
+        record = {
+            "epoch": epoch,
+            "loss": total / max(n_pred, 1),
+            "train_seconds": round(train_seconds, 3),
+            "events_per_second": round(n_pred / train_seconds, 1),
+        }
+        if (epoch + 1) % tr.eval_every == 0 or epoch == tr.epochs - 1:
+            t1 = time.perf_counter()
+            run = GuimRun(model, cfg)
+            metrics = metrics_from_ranks(rank_cases(run, valid), ks=(10, 20))
+            record.update({f"valid_{k}": round(v, 6) for k, v in metrics.items()})
+            record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            if metrics[MONITOR] > state["best"]:
+                state.update(best=metrics[MONITOR], best_epoch=epoch, bad_epochs=0)
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += tr.eval_every
+        mark = "*" if state["best_epoch"] == epoch else " "
+        console.print(
+            f"epoch {epoch + 1:3d} loss {record['loss']:.4f} "
+            f"valid {MONITOR} {record.get('valid_' + MONITOR, float('nan')):.4f}{mark} "
+            f"({train_seconds:.1f}s train, {record.get('eval_seconds', 0):.1f}s eval)"
+        )
+        append_log(out_dir, record)
+        save_checkpoint(out_dir, epoch, model, best, optimizers, state)
+        if state["bad_epochs"] >= tr.patience:
+            stop_reason = f"early stop: no better valid {MONITOR} in {tr.patience} epochs"
+            break
+        if tr.max_minutes and state["train_seconds"] / 60 >= tr.max_minutes:
+            stop_reason = f"time budget of {tr.max_minutes} minutes reached"
+            break
+
+    model.load_state_dict(best)
+    save_weights(out_dir / "model.safetensors", model.state_dict())
+    log = read_log(out_dir)
+    summary = {
+        "dataset": dataset.name,
+        "dataset_hash": dataset.hash,
+        "config_hash": cfg.hash(),
+        "epochs_run": len(log),
+        "best_epoch": state["best_epoch"] + 1,
+        f"valid_{MONITOR}": state["best"],
+        "train_seconds": round(state["train_seconds"], 2),
+        "stopped": stop_reason,
+    }
+    if evaluate_test:
+        t2 = time.perf_counter()
+        run = GuimRun(model, cfg)
+        test = dataset.eval_cases(cfg.data.scheme, "test")
+        summary["test"] = metrics_from_ranks(rank_cases(run, test), ks=(5, 10, 20))
+        summary["eval_seconds"] = round(time.perf_counter() - t2, 2)
+    write_json(out_dir / "metrics.json", summary)
+    console.print(f"[green]done[/]: {stop_reason}; best epoch {summary['best_epoch']} -> {out_dir}")
+    return out_dir
+
+
+def _truncate_log(run_dir: Path, last_epoch: int) -> None:
+    """Drop log records written after the checkpoint being resumed from."""
+    records = [r for r in read_log(run_dir) if r["epoch"] <= last_epoch]
+    (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def load_best(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    return load_weights(Path(run_dir) / "model.safetensors")
+
+
+def epochs_to_reach(run_dir: str | Path, target: float, metric: str = MONITOR) -> float | None:
+    """Training seconds until validation `metric` first reached `target` (None if never)."""
+    seconds = 0.0
+    for record in read_log(run_dir):
+        seconds += record["train_seconds"]
+        if record.get(f"valid_{metric}", -math.inf) >= target:
+            return seconds
+    return None
