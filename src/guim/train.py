@@ -263,7 +263,7 @@ def train(
                     opt.step()
                 state["step"] += 1
                 n = int((batch.targets > 0).sum())
-                total += float(loss) * n
+                total += loss.item() * n
                 n_pred += n
                 rate = n_pred / max(time.perf_counter() - t0, 1e-9)
                 progress.update(task, advance=1, info=f"loss {total / n_pred:.4f} {rate:,.0f} ev/s")

@@ -1,0 +1,346 @@
+"""`guim` command line: thin Typer wrappers over the pipeline's functions (paths in, path out).
+
+prepare -> train -> eval / bench; plus synth (the synthetic shop), datasets (public data),
+baseline (random / popularity / item2vec) and quickstart (the whole chain on a synthetic shop).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from guim.progress import console
+
+app = typer.Typer(
+    name="guim",
+    help="General User & Item eMbeddings: prepare logs, train, benchmark and serve embeddings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Public datasets: list them, download them.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn expected failures (bad data, bad config, existing outputs) into one red line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from guim.config import ConfigError
+        from guim.data.schema import DataError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str | tuple[str, str]]:
+    """['canonical=column', ...] -> {canonical: column}; 'genres=col[|]' splits a list column."""
+    out: dict[str, str | tuple[str, str]] = {}
+    for v in values:
+        if "=" not in v:
+            raise ValueError(f"{what} {v!r} must look like name=column")
+        k, col = v.split("=", 1)
+        out[k.strip()] = col.strip()
+    return out
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def prepare(
+    input: Annotated[
+        Path | None, typer.Argument(help="Event log file or directory (format auto-detected).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")] = Path(
+        "data/dataset"
+    ),
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Prepare a public dataset by name (fetched or taken from --from)."),
+    ] = None,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="Local copy of the public dataset.")
+    ] = None,
+    format: Annotated[
+        str, typer.Option(help="auto, generic, s3rec, recbole, grouplens or merrec.")
+    ] = "auto",
+    items: Annotated[Path | None, typer.Option(help="Item table (generic format).")] = None,
+    users: Annotated[Path | None, typer.Option(help="User table (generic format).")] = None,
+    map: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Event column mapping canonical=column, e.g. user_id=uid."),
+    ] = None,
+    item_map: Annotated[
+        list[str] | None,
+        typer.Option(help="Item column mapping, e.g. title=name, genres='genre_list[|]'."),
+    ] = None,
+    user_map: Annotated[list[str] | None, typer.Option(help="User column mapping.")] = None,
+    separator: Annotated[str | None, typer.Option(help="Field separator of text files.")] = None,
+    time_unit: Annotated[
+        str, typer.Option(help="Unit of numeric timestamps: s, ms, us, ns.")
+    ] = "s",
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: --out's name).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the cold-start item split.")] = 0,
+    cold_fraction: Annotated[
+        float, typer.Option(help="Fraction of items held out for cold start.")
+    ] = 0.1,
+    temporal: Annotated[
+        str, typer.Option(help="Quantiles of time for the temporal valid/test cut-offs.")
+    ] = "0.8,0.9",
+    collapse: Annotated[
+        bool, typer.Option(help="Merge consecutive events of a user on one item.")
+    ] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Validate an event log, map ids to indices, split it and write a dataset directory."""
+    from guim.data.loaders import load_raw
+    from guim.data.prepare import PrepareConfig, prepare
+
+    if dataset:
+        from guim.data.download import fetch, source_of
+
+        local = fetch(dataset, from_dir=from_dir)
+        format, input = source_of(dataset, local)
+        name = name or dataset
+    if input is None:
+        raise ValueError("give an INPUT path or --dataset NAME")
+    options: dict[str, Any] = {}
+    if format in ("auto", "generic") and (items or users or map or item_map or user_map):
+        format = "generic"
+        options = {
+            "mapping": _pairs(map or [], "--map"),
+            "items": items,
+            "item_mapping": _pairs(item_map or [], "--item-map") or None,
+            "users": users,
+            "user_mapping": _pairs(user_map or [], "--user-map") or None,
+            "separator": separator,
+            "time_unit": time_unit,
+        }
+    raw = load_raw(input, format, **options)
+    q = tuple(float(x) for x in temporal.split(","))
+    cfg = PrepareConfig(
+        name=name,
+        seed=seed,
+        cold_fraction=cold_fraction,
+        temporal_quantiles=(q[0], q[1]),
+        collapse_repeats=collapse,
+    )
+    path = prepare(raw, out, cfg, overwrite=overwrite)
+    _print_stats(path)
+
+
+def _print_stats(path: Path) -> None:
+    from guim.io import read_json
+
+    s = read_json(path / "stats.json")
+    loo = s["splits"]["loo"]
+    console.print(
+        f"[green]prepared[/] {s['name']}: {s['n_users']:,} users, {s['n_items']:,} items, "
+        f"{s['n_interactions']:,} interactions ({s['n_raw_events']:,} raw events), "
+        f"{s['n_attributes']:,} attribute ids; leave-one-out train/valid/test "
+        f"{loo['train']:,}/{loo['valid']:,}/{loo['test']:,} -> {path}"
+    )
+
+
+@app.command()
+@friendly_errors
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the raw shop logs.")],
+    size: Annotated[str, typer.Option(help="tiny, small, or a number of events (e.g. 1e6).")] = (
+        "small"
+    ),
+    seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Generate a synthetic shop (MerRec columns, planted user interests as ground truth)."""
+    from guim.data.synthetic import synth
+
+    path = synth(out, synth_config(size, seed), overwrite=overwrite)
+    info = json.loads((path / "synth.json").read_text())
+    console.print(
+        f"[green]synthetic shop[/]: {info['n_users']:,} users, {info['n_items']:,} items, "
+        f"{info['n_events']:,} events -> {path}  (next: guim prepare {path} --out DIR)"
+    )
+
+
+def synth_config(size: str, seed: int):
+    from guim.data.synthetic import SynthConfig
+
+    if size == "tiny":
+        return SynthConfig.tiny(seed)
+    if size == "small":
+        return SynthConfig.small(seed)
+    try:
+        return SynthConfig.for_events(int(float(size)), seed)
+    except ValueError:
+        raise ValueError(
+            f"--size must be tiny, small or a number of events, not {size!r}"
+        ) from None
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """The public datasets guim can fetch."""
+    from guim.data.download import DATASETS
+
+    table = Table("name", "format", "description")
+    for name, spec in DATASETS.items():
+        table.add_row(name, spec.format, spec.description)
+    console.print(table)
+
+
+@datasets_app.command("fetch")
+@friendly_errors
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="beauty, sports, toys, yelp, lastfm, ml-100k, ml-1m")],
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="Use this local copy instead of downloading.")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
+    mirror: Annotated[str | None, typer.Option(help="Base URL or directory of a mirror.")] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
+) -> None:
+    """Download a public dataset (checksum-verified, cached) or copy it from --from."""
+    from guim.data.download import fetch, source_of
+
+    path = fetch(name, from_dir=from_dir, cache_dir=cache_dir, force=force, base_url=mirror)
+    fmt, main = source_of(name, path)
+    console.print(f"[green]{name}[/] ({fmt}) at {path}  (next: guim prepare {main} --out DIR)")
+
+
+# ---- baselines, training, evaluation ------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def baseline(
+    names: Annotated[list[str], typer.Argument(help="random, popularity, item2vec")],
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Prepared dataset directory.")],
+    scheme: Annotated[str, typer.Option(help="Split scheme: loo, temporal, cold.")] = "loo",
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    set: Annotated[
+        list[str] | None, typer.Option("--set", help="Baseline setting key=value.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Save fitted baselines under this dir.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Fit baselines on the training split and evaluate them (full ranking, history masked)."""
+    from guim.baselines import build, save
+    from guim.config import parse_override
+    from guim.data.dataset import Dataset
+    from guim.evaluate import evaluate
+
+    ds = Dataset(dataset)
+    overrides: dict[str, Any] = {}
+    for text in set or []:
+        overrides.update(parse_override(text))
+    results = {}
+    for name in names:
+        emb = build(name, ds, scheme, **overrides.get(name, {}))
+        results[name] = evaluate(emb, ds, scheme, split)
+        if out:
+            save(emb, out / name, dataset_hash=ds.hash, scheme=scheme)
+    _show(results, as_json, f"{ds.name} {scheme} {split}")
+
+
+def _show(results: dict[str, dict[str, float]], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return
+    metrics = [m for m in next(iter(results.values())) if m != "n_cases"]
+    table = Table(*(["model", *metrics]), title=title)
+    for model, res in results.items():
+        table.add_row(model, *(f"{res[m]:.4f}" for m in metrics))
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def train(
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    preset: Annotated[
+        str | None, typer.Option(help="Preset name (beauty, lastfm, ml-100k, synthetic) or .toml.")
+    ] = None,
+    set: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+) -> None:
+    """Train the GUIM teacher; validation every epoch, best weights kept, resumable."""
+    from guim.config import load_config
+    from guim.train import train as train_fn
+
+    cfg = load_config(preset, set or [])
+    console.print_json(json.dumps(cfg.to_dict()))
+    train_fn(cfg, dataset, out, resume=resume)
+    summary = json.loads((out / "metrics.json").read_text())
+    if "test" in summary:
+        _show({"guim": summary["test"]}, False, f"{summary['dataset']} test")
+
+
+@app.command("eval")
+@friendly_errors
+def eval_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset (default: the run's).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    scheme: Annotated[str | None, typer.Option(help="Default: the run's scheme.")] = None,
+    mask_history: Annotated[bool, typer.Option(help="Mask already-seen items.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a trained run with the exact full-ranking protocol."""
+    from guim.data.dataset import Dataset
+    from guim.embed import load_run
+    from guim.evaluate import evaluate
+
+    r = load_run(run)
+    info = json.loads((run / "dataset.json").read_text())
+    ds = Dataset(dataset or info["path"])
+    if ds.hash != info["hash"]:
+        console.print("[yellow]warning: this dataset differs from the one the run trained on[/]")
+    res = evaluate(r, ds, scheme or r.cfg.data.scheme, split, mask_history=mask_history)
+    _show({"guim": res}, as_json, f"{ds.name} {split}")
+
+
+@app.command()
+@friendly_errors
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for everything.")] = Path(
+        "runs/quickstart"
+    ),
+    size: Annotated[str, typer.Option(help="Synthetic shop size: tiny or small.")] = "small",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The whole chain on the built-in synthetic shop: synth -> prepare -> train -> bench ->
+    report."""
+    from guim.quickstart import run_quickstart
+
+    report = run_quickstart(out, size=size, seed=seed)
+    console.print(f"[green]report[/]: {report}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
