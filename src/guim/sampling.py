@@ -1,6 +1,7 @@
 """Candidate sets for the sampled InfoNCE loss: shared negatives (uniform or popularity-
-proportional) plus the batch's own targets, with each candidate's expected inclusion count for
-the logQ correction. The cost of a step depends on the batch, never on the catalogue size.
+proportional) plus the batch's own targets, deduplicated, with each candidate's probability of
+being in the set for the logQ correction (as TensorFlow's samplers with unique=True). The cost
+of a step depends on the batch, never on the catalogue size.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from guim.config import LossConfig
 class Candidates:
     items: torch.Tensor  # (C,) unique item indices
     positive: torch.Tensor  # (P,) index of each target in `items`
-    log_q: torch.Tensor | None  # (C,) log expected inclusion count, or None
+    log_q: torch.Tensor | None  # (C,) log probability of inclusion in the set, or None
     allowed: torch.Tensor | None  # (P, C) bool, or None when every candidate is allowed
 
 
@@ -48,21 +49,24 @@ class NegativeSampler:
         return self.interactions[pick]
 
     def candidates(self, targets: torch.Tensor, generator: torch.Generator) -> Candidates:
-        """Candidates for (P,) targets: unique(targets U negatives), each target's index in it,
-        logQ = log(P * p_data(j) [in-batch] + M * q(j)) and the accidental-hit/in-batch mask."""
+        """Candidates for (P,) targets: unique(targets U M negatives), each target's index in it,
+        logQ_j = log P(j in set) = log(1 - (1 - q_j)^M (1 - p_j)^P) with p the data distribution
+        of targets (in-batch) and q the sampler's, and the in-batch mask when in_batch is off."""
         cfg = self.cfg
         negatives = self.sample(cfg.n_negatives, generator)
         items, inverse = torch.unique(torch.cat([targets, negatives]), return_inverse=True)
         positive = inverse[: len(targets)]
-        expected = cfg.n_negatives * self.q[items]
+        # log P(j not drawn) by the sampler, and by the batch's targets when they are negatives
+        log_absent = cfg.n_negatives * torch.log1p(-self.q[items].clamp(max=1 - 1e-7))
         allowed = None
         if cfg.in_batch:
-            expected = expected + len(targets) * self.p_data[items]
+            p = self.p_data[items].clamp(max=1 - 1e-7)
+            log_absent = log_absent + len(targets) * torch.log1p(-p)
         else:
             # only the sampled negatives and the row's own positive are candidates
             sampled = torch.zeros(len(items), dtype=torch.bool)
             sampled[inverse[len(targets) :]] = True
             allowed = sampled[None, :].expand(len(targets), -1).clone()
             allowed[torch.arange(len(targets)), positive] = True
-        log_q = torch.log(expected.clamp_min(1e-12)) if cfg.logq else None
+        log_q = torch.log(-torch.expm1(log_absent)).clamp_min(-30.0) if cfg.logq else None
         return Candidates(items=items, positive=positive, log_q=log_q, allowed=allowed)

@@ -71,15 +71,16 @@ class GUIM(nn.Module):
         """Left-padded histories (B, T) -> user vectors (B, K, D) read at the last position.
 
         Under the masked-item objective a [MASK] is appended (the oldest event is dropped when
-        the window is full) and its state predicts the next item.
+        the window would exceed max_len) and its state predicts the next item.
         """
         if self.causal:
             return self.encode(item_idx, event, timestamp)[:, -1]
-        b = item_idx.shape[0]
+        b, width = item_idx.shape[0], min(item_idx.shape[1] + 1, self.cfg.data.max_len)
         pad = torch.zeros(b, 1, dtype=item_idx.dtype, device=item_idx.device)
-        item_idx = torch.cat([item_idx[:, 1:], pad], dim=1)
-        event = torch.cat([event[:, 1:], pad], dim=1)
-        timestamp = torch.cat([timestamp[:, 1:], timestamp[:, -1:]], dim=1)
+        # append the [MASK] slot, keep the last `width` columns
+        item_idx = torch.cat([item_idx, pad], dim=1)[:, -width:]
+        event = torch.cat([event, pad], dim=1)[:, -width:]
+        timestamp = torch.cat([timestamp, timestamp[:, -1:]], dim=1)[:, -width:]
         masked = torch.zeros_like(item_idx, dtype=torch.bool)
         masked[:, -1] = True
         return self.encode(item_idx, event, timestamp, masked)[:, -1]

@@ -1,0 +1,237 @@
+"""GUIM model, losses and sampling: shapes on odd sizes, exact references, invariances."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from guim.config import LossConfig, load_config
+from guim.losses import info_nce
+from guim.models.guim import GUIM
+from guim.models.mor import InterestHead, interest_scores, nearest_interest
+from guim.models.transformer import ATTENTION, Block, attention_mask
+from guim.sampling import NegativeSampler
+
+N_ITEMS, N_ATTRS = 23, 7
+
+
+def tiny_model(*overrides: str, seed: int = 0) -> GUIM:
+    cfg = load_config(
+        None,
+        [
+            "model.dim=12",
+            "model.n_heads=3",
+            "model.ffn_dim=20",
+            "model.n_layers=2",
+            "data.max_len=9",
+            "model.dropout=0.0",
+            "model.attn_dropout=0.0",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(0, 4, (N_ITEMS + 1,), generator=g)
+    lengths[0] = 0
+    offsets = torch.zeros(N_ITEMS + 2, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    flat = torch.randint(1, N_ATTRS + 1, (int(lengths.sum()),), generator=g)
+    known = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    known[[0, 5]] = False  # item 5 never seen in training
+    text = torch.randn(N_ITEMS + 1, 10, generator=g)
+    return GUIM(cfg, N_ITEMS, N_ATTRS, offsets, flat, known, text).eval()
+
+
+def batch(b: int = 7, t: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, N_ITEMS + 1, (b, t), generator=g)
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    pad = torch.arange(t)[None, :] < (t - lengths)[:, None]
+    items[pad] = 0
+    events = torch.randint(1, 8, (b, t), generator=g) * (items > 0)
+    times = torch.cumsum(torch.randint(0, 5000, (b, t), generator=g), dim=1)
+    return items, events, times
+
+
+@pytest.mark.parametrize("objective", ["next", "masked"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_shapes_odd_sizes(objective, k):
+    m = tiny_model(f"train.objective={objective}", f"model.n_interests={k}", "data.use_text=true")
+    items, events, times = batch()
+    assert m.encode(items, events, times).shape == (7, 5, k, 12)
+    users = m.user_vectors(items, events, times)
+    assert users.shape == (7, k, 12)
+    assert m.item_vectors().shape == (N_ITEMS + 1, 12)
+    assert m.score(users, m.item_vectors()).shape == (7, N_ITEMS + 1)
+    assert torch.isfinite(users).all()
+
+
+@pytest.mark.parametrize("objective", ["next", "masked"])
+def test_left_padding_does_not_change_outputs(objective):
+    m = tiny_model(f"train.objective={objective}", "model.n_interests=3")
+    items, events, times = batch(t=5)
+    pad = torch.zeros(7, 4, dtype=torch.int64)
+    a = m.user_vectors(items, events, times)
+    b = m.user_vectors(
+        torch.cat([pad, items], 1), torch.cat([pad, events], 1), torch.cat([pad, times], 1)
+    )
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_cold_item_vector_ignores_its_id_embedding():
+    m = tiny_model("data.use_text=true")
+    before = m.item_vectors()[5].clone()
+    with torch.no_grad():
+        m.tokens.id_emb.weight[5] += 100.0  # an unseen item's id row must not matter
+        m.tokens.id_emb.weight[6] += 1.0
+    after = m.item_vectors()
+    torch.testing.assert_close(after[5], before)
+    assert not torch.allclose(after[6], m.item_vectors()[6] - 1.0)
+
+
+def test_attention_kernels_agree():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 6, 4) for _ in range(3))
+    real = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    for causal in (True, False):
+        allowed = attention_mask(real, causal)
+        a = ATTENTION["sdpa"](q, k, v, allowed, 0.0)
+        b = ATTENTION["reference"](q, k, v, allowed, 0.0)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    cfg = load_config(None, ["model.dim=12", "model.n_heads=3", "model.dropout=0.0"]).model
+    block = Block(cfg).eval()
+    x = torch.randn(3, 6, 12)
+    allowed = attention_mask(real, True)
+    ref = block(x, allowed)
+    block.kernel = "reference"
+    torch.testing.assert_close(block(x, allowed), ref, atol=1e-6, rtol=1e-5)
+
+
+# ---- losses ---------------------------------------------------------------------------------
+
+
+def test_info_nce_against_hand_written_reference():
+    torch.manual_seed(0)
+    scores = torch.randn(5, 9)
+    positive = torch.tensor([0, 3, 8, 2, 2])
+    log_q = torch.randn(9)
+    allowed = torch.rand(5, 9) > 0.3
+    allowed[torch.arange(5), positive] = True
+    tau = 0.7
+    expected = 0.0
+    for p in range(5):
+        logits = [scores[p, j].item() / tau - log_q[j].item() for j in range(9) if allowed[p, j]]
+        pos = scores[p, positive[p]].item() / tau - log_q[positive[p]].item()
+        expected += -(pos - math.log(sum(math.exp(x) for x in logits)))
+    got = info_nce(scores, positive, log_q, tau, allowed)
+    assert got.item() == pytest.approx(expected / 5, rel=1e-5)
+    # full softmax: no correction, no mask
+    plain = sum(-(scores[p, positive[p]] - torch.logsumexp(scores[p], 0)).item() for p in range(5))
+    assert info_nce(scores, positive).item() == pytest.approx(plain / 5, rel=1e-5)
+
+
+def test_logq_correction_recovers_full_softmax_gradient_direction():
+    """Averaged over many draws, the gradient of the corrected sampled loss with respect to the
+    item scores matches the full softmax's (softmax(s) - onehot(target)); without the correction
+    it is biased towards popular items. Toy case: rare items score higher than popular ones."""
+    n, target = 60, 7
+    torch.manual_seed(0)
+    scores = torch.zeros(n + 1)
+    scores[1:] = torch.linspace(0, 3, n) + 0.3 * torch.randn(n)
+    s = scores[1:].clone().requires_grad_(True)
+    (g_full,) = torch.autograd.grad(info_nce(s[None], torch.tensor([target - 1])), s)
+    pop = np.zeros(n + 1, dtype=np.int64)
+    pop[1:] = (1000 / np.arange(1, n + 1) ** 1.2).astype(np.int64) + 1  # Zipf popularity
+    known = np.ones(n + 1, dtype=bool)
+
+    def mean_grad(logq: bool) -> torch.Tensor:
+        cfg = LossConfig(
+            kind="sampled", n_negatives=50, sampler="popularity", in_batch=False, logq=logq
+        )
+        sampler = NegativeSampler(cfg, pop, known)
+        gen = torch.Generator().manual_seed(1)
+        total = torch.zeros(n)
+        for _ in range(2000):
+            cand = sampler.candidates(torch.tensor([target]), gen)
+            sc = scores[cand.items].clone().requires_grad_(True)
+            loss = info_nce(sc[None], cand.positive, cand.log_q, 1.0, cand.allowed)
+            (g,) = torch.autograd.grad(loss, sc)
+            total.index_add_(0, cand.items - 1, g)
+        return total / 2000
+
+    negatives = torch.arange(n) != target - 1
+    with_q, without_q = mean_grad(True), mean_grad(False)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(with_q[negatives], g_full[negatives], dim=0) > 0.99
+    err_with = (with_q - g_full).abs().sum()
+    err_without = (without_q - g_full).abs().sum()
+    assert err_with < 0.5 * err_without
+
+
+def test_sampler_candidates_and_expected_counts():
+    pop = np.array([0, 5, 0, 3, 2])
+    known = np.array([False, True, False, True, True])
+    cfg = LossConfig(kind="sampled", n_negatives=50, sampler="popularity", in_batch=True)
+    s = NegativeSampler(cfg, pop, known)
+    gen = torch.Generator().manual_seed(0)
+    drawn = s.sample(10_000, gen)
+    assert set(drawn.tolist()) <= {1, 3, 4}  # never padding or unseen items
+    freq = np.bincount(drawn.numpy(), minlength=5) / 10_000
+    np.testing.assert_allclose(freq[[1, 3, 4]], [0.5, 0.3, 0.2], atol=0.02)
+    targets = torch.tensor([3, 1, 3])
+    c = s.candidates(targets, gen)
+    assert (c.items[c.positive] == targets).all()
+    assert len(torch.unique(c.items)) == len(c.items)  # no duplicates -> no accidental hits
+    # inclusion probability: 1 - (1 - p)^3 targets (1 - q)^50 negatives, q = p here
+    p = torch.tensor([0, 0.5, 0, 0.3, 0.2])
+    torch.testing.assert_close(c.log_q, torch.log(1 - (1 - p[c.items]) ** 53))
+
+
+# ---- Mixture of Representations ---------------------------------------------------------
+
+
+def test_k1_is_exactly_the_single_vector_model():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.dim=12", "model.n_interests=1"]).model
+    head = InterestHead(cfg)
+    h = torch.randn(7, 5, 12)
+    real = torch.ones(7, 5, dtype=torch.bool)
+    out = head(h, real, causal=True)
+    assert torch.equal(out[:, :, 0], h)
+    users, items = torch.randn(7, 1, 12), torch.randn(9, 12)
+    single = users[:, 0] @ items.T
+    assert torch.equal(interest_scores(users, items, "max"), single)
+    torch.testing.assert_close(interest_scores(users, items, "softmax"), single)
+    assert torch.equal(nearest_interest(users, items[:7]), users[:, 0])
+    # the whole model: K = 1 scores equal the plain dot product of the last state
+    m = tiny_model("model.n_interests=1")
+    it, ev, ts = batch()
+    u = m.user_vectors(it, ev, ts)
+    assert torch.equal(m.score(u, m.item_vectors()), u[:, 0] @ m.item_vectors().T)
+
+
+def test_mor_interests_are_centred_on_the_state_and_differ():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.dim=12", "model.n_interests=4"]).model
+    head = InterestHead(cfg)
+    h = torch.randn(3, 6, 12)
+    real = torch.ones(3, 6, dtype=torch.bool)
+    out = head(h, real, causal=True)
+    torch.testing.assert_close(out.mean(dim=2), h, atol=1e-6, rtol=1e-6)
+    assert (out[:, :, 0] - out[:, :, 1]).abs().max() > 1e-3
+    # causal: position t does not depend on later positions
+    h2 = h.clone()
+    h2[:, 4:] += 1.0
+    out2 = head(h2, real, causal=True)
+    torch.testing.assert_close(out[:, :4], out2[:, :4])
+
+
+def test_max_score_and_nearest_readout_agree():
+    users, items = torch.randn(5, 3, 8), torch.randn(11, 8)
+    best = interest_scores(users, items, "max")
+    targets = torch.tensor([0, 4, 10, 2, 7])
+    chosen = nearest_interest(users, items[targets])
+    torch.testing.assert_close((chosen * items[targets]).sum(-1), best[torch.arange(5), targets])

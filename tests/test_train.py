@@ -1,0 +1,212 @@
+"""Trainer: overfitting, determinism, resume after kill -9, run directory round trip, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from guim.checkpoint import load_weights
+from guim.config import Config, ConfigError, config_from_json, load_config, parse_override
+from guim.data.dataset import Dataset
+from guim.data.loaders.s3rec import load_s3rec
+from guim.data.prepare import prepare
+from guim.embed import load_run
+from guim.evaluate import evaluate
+from guim.models.guim import GUIM
+from guim.train import build_model, make_batches, step_loss, train
+
+TINY = [
+    "model.dim=16",
+    "model.n_heads=2",
+    "model.ffn_dim=24",
+    "model.n_layers=1",
+    "data.max_len=12",
+    "train.batch_size=16",
+    "train.threads=1",
+]
+
+
+def s3rec_dataset(tmp: Path, n_users: int, n_items: int, length: int, seed: int = 0) -> Dataset:
+    """Users walking a fixed item cycle (item i -> i + step) with per-user steps: learnable."""
+    rng = np.random.default_rng(seed)
+    lines, attrs = [], {}
+    for u in range(1, n_users + 1):
+        step = 1 + u % 3
+        start = int(rng.integers(1, n_items + 1))
+        seq = [(start + step * k - 1) % n_items + 1 for k in range(length)]
+        lines.append(" ".join(map(str, [u, *seq])))
+    for i in range(1, n_items + 1):
+        attrs[str(i)] = [1 + i % 5, 6 + i % 3]
+    (tmp / "Toy.txt").write_text("\n".join(lines) + "\n")
+    (tmp / "Toy_item2attributes.json").write_text(json.dumps(attrs))
+    return Dataset(prepare(load_s3rec(tmp / "Toy.txt"), tmp / "ds", show_progress=False))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Dataset:
+    return s3rec_dataset(tmp_path_factory.mktemp("toy"), n_users=50, n_items=30, length=9)
+
+
+def test_overfits_50_users(tmp_path):
+    """50 users with random sequences, each starting at its own item (so every prefix is
+    unique): a model without dropout must memorise every next item."""
+    rng = np.random.default_rng(0)
+    lines = [
+        " ".join(map(str, [u, u, *rng.integers(51, 91, size=8).tolist()])) for u in range(1, 51)
+    ]
+    (tmp_path / "Mem.txt").write_text("\n".join(lines) + "\n")
+    toy = Dataset(prepare(load_s3rec(tmp_path / "Mem.txt"), tmp_path / "ds", show_progress=False))
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "model.dim=32",
+            "model.dropout=0.0",
+            "model.attn_dropout=0.0",
+            "train.batch_size=50",
+        ],
+    )
+    torch.manual_seed(0)
+    seqs = toy.train_sequences("loo")
+    known = toy.item_popularity("loo") > 0
+    model = build_model(cfg, toy, known)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(150):
+        for batch in make_batches(seqs, cfg, rng, gen):  # one batch of all 50 users
+            opt.zero_grad()
+            loss = step_loss(model, batch, cfg, torch.from_numpy(known), None, gen)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert losses[-1] < 0.1 < losses[0]
+    # memorised: every training transition's next item is ranked first
+    model.eval()
+    batch = make_batches(seqs, cfg, rng, gen)[0]
+    with torch.no_grad():
+        states = model.encode(batch.items, batch.events, batch.timestamps)[:, :, 0]
+        pred = (states @ model.item_vectors().T).argmax(-1)
+    sel = batch.targets > 0
+    assert (pred[sel] == batch.targets[sel]).float().mean() > 0.95
+
+
+def test_train_run_dir_and_load_run(toy, tmp_path):
+    cfg = load_config(None, [*TINY, "train.epochs=2"])
+    run = train(cfg, toy.path, tmp_path / "run", show_progress=False)
+    for name in ("config.json", "model.safetensors", "metrics.json", "train_log.jsonl"):
+        assert (run / name).exists()
+    assert config_from_json(run / "config.json") == cfg
+    loaded = load_run(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    again = evaluate(loaded, toy, "loo", "test", ks=(5, 10, 20))
+    for k in ("HR@10", "NDCG@10"):
+        assert again[k] == pytest.approx(metrics["test"][k], abs=1e-9)
+    # raw ids at the edge
+    idx = loaded.item_index(["3", "17"])
+    assert loaded.item_ids(idx).tolist() == ["3", "17"]
+    with pytest.raises(KeyError, match="unknown item id"):
+        loaded.item_index(["nope"])
+    recs, scores = loaded.recommend([[1, 2, 3]], k=5)
+    assert recs.shape == (1, 5) and not set(recs[0]) & {1, 2, 3}
+    assert (np.diff(scores[0]) <= 0).all()
+
+
+def test_training_is_deterministic(toy, tmp_path):
+    cfg = load_config(None, [*TINY, "train.epochs=2"])
+    a = train(cfg, toy.path, tmp_path / "a", show_progress=False, evaluate_test=False)
+    b = train(cfg, toy.path, tmp_path / "b", show_progress=False, evaluate_test=False)
+    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_resume_after_kill_gives_the_same_weights(tmp_path, loss):
+    ds = s3rec_dataset(tmp_path, n_users=400, n_items=60, length=30)
+    overrides = [
+        *TINY,
+        "train.epochs=6",
+        "train.patience=100",
+        f"loss.kind={loss}",
+        "loss.n_negatives=20",
+    ]
+    cfg = load_config(None, overrides)
+    straight = train(cfg, ds.path, tmp_path / "straight", show_progress=False, evaluate_test=False)
+
+    killed = tmp_path / "killed"
+    code = (
+        "import sys; from guim.config import load_config; from guim.train import train; "
+        f"train(load_config(None, {overrides!r}), {str(ds.path)!r}, {str(killed)!r}, "
+        "show_progress=False, evaluate_test=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "0"})
+    latest = killed / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9, possibly in the middle of a checkpoint
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+    train(cfg, ds.path, killed, resume=True, show_progress=False, evaluate_test=False)
+    wa = load_weights(straight / "model.safetensors")
+    wb = load_weights(killed / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log_a = [json.loads(x) for x in (straight / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+
+def test_refuses_to_overwrite_a_run(toy, tmp_path):
+    cfg = load_config(None, [*TINY, "train.epochs=1"])
+    train(cfg, toy.path, tmp_path / "r", show_progress=False, evaluate_test=False)
+    with pytest.raises(FileExistsError):
+        train(cfg, toy.path, tmp_path / "r", show_progress=False)
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+def test_presets_load_and_hold_differences_only():
+    from importlib import resources
+
+    for f in (resources.files("guim") / "presets").iterdir():
+        if f.name.endswith(".toml"):
+            cfg = load_config(f.name.removesuffix(".toml"))
+            assert isinstance(cfg, Config)
+            assert cfg != Config() or f.name == "default.toml"
+
+
+def test_overrides_and_errors():
+    cfg = load_config(None, ["train.lr=3e-4", "model.n_interests=4", "loss.kind=sampled"])
+    assert cfg.train.lr == 3e-4 and cfg.model.n_interests == 4 and cfg.loss.kind == "sampled"
+    assert parse_override("data.text_model=all-MiniLM-L6-v2") == {
+        "data": {"text_model": "all-MiniLM-L6-v2"}
+    }
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.learning_rate'"):
+        load_config(None, ["train.learning_rate=1"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        load_config(None, ["model.dim=6.5"])
+    with pytest.raises(ConfigError, match="must be one of"):
+        load_config(None, ["loss.kind=softmaxx"])
+    with pytest.raises(ConfigError, match="no preset"):
+        load_config("does-not-exist")
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0  # ints are fine for floats
+
+
+def test_model_rejects_bad_heads():
+    cfg = load_config(None, ["model.dim=10", "model.n_heads=3"])
+    with pytest.raises(ValueError, match="divisible"):
+        GUIM(cfg, 5, 0, torch.zeros(7, dtype=torch.int64), torch.zeros(0), torch.ones(6).bool())
