@@ -3,8 +3,8 @@ export and serving all score users against items through the functions here.
 
 An embedder maps histories to user vectors (N, K, D) -- K interest vectors per user, K = 1 for
 single-vector models -- and gives one vector per item (n_items + 1, D), row 0 being padding.
-The score of an item for a user is `score_fn(users, items)`, max over K of dot products unless
-the embedder says otherwise.
+The score of an item for a user is `embedder.scorer(users, items)` (a `guim.metrics.Scorer`): the
+max over K of dot products unless the embedder says otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from guim.data.dataset import Sequences
-from guim.metrics import ScoreFn, max_dot
+from guim.metrics import Scorer, max_dot
 
 
 @runtime_checkable
@@ -34,8 +34,9 @@ class Embedder(Protocol):
         ...
 
 
-def score_fn_of(embedder: Embedder) -> ScoreFn:
-    return getattr(embedder, "score_fn", max_dot)
+def scorer_of(embedder: Embedder) -> Scorer:
+    """How the embedder's K user vectors score an item (max of dot products by default)."""
+    return getattr(embedder, "scorer", max_dot)
 
 
 def recommend(
@@ -54,7 +55,7 @@ def recommend(
     """
     users = torch.from_numpy(np.asarray(embedder.embed_users(histories), dtype=np.float32))
     items = torch.from_numpy(np.asarray(embedder.embed_items(), dtype=np.float32))
-    score = score_fn_of(embedder)
+    score = scorer_of(embedder)
     n, n_rows = users.shape[0], items.shape[0]
     allowed = np.ones(n_rows, dtype=bool) if candidates is None else np.asarray(candidates).copy()
     allowed[0] = False
@@ -130,8 +131,10 @@ class GuimRun:
         self.model.train(was_training)
         return out
 
-    def score_fn(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.model.score(users.to(torch.float32), items.to(torch.float32)).to(users.dtype)
+    @property
+    def scorer(self) -> Scorer:
+        m = self.cfg.model
+        return Scorer(m.interest_score, m.interest_temperature)
 
     def recommend(
         self, histories: Sequences | list[list[int]], k: int = 10, mask_history: bool = True

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from guim.data.dataset import Dataset, EvalCases, Scheme, Split
-from guim.embed import Embedder, score_fn_of
+from guim.embed import Embedder, scorer_of
 from guim.metrics import metrics_from_ranks, rank_targets
 
 DEFAULT_KS = (5, 10, 20)
@@ -24,7 +24,7 @@ def rank_cases(embedder: Embedder, cases: EvalCases, mask_history: bool = True) 
         cases.target,
         seen=seen,
         candidates=cases.candidates,
-        score_fn=score_fn_of(embedder),
+        scorer=scorer_of(embedder),
     )
 
 

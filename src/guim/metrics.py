@@ -6,9 +6,11 @@ Protocol (the S3-Rec / SASRec lineage, "full ranking"):
 - with `seen` given (history masking, on by default in `guim.evaluate`), the items of a case's
   history are removed from the ranking, except the target itself, which is always ranked;
 - tie rule (pessimistic): an item whose score equals the target's counts as ranked above it, so
-  a model that scores everything equally gets the worst rank, never a lucky one. Scores are
-  compared in float64 and treated as equal within 1e-9 x max(1, |score|), so that two identical
-  item vectors tie however the matrix product happened to round;
+  a model that scores everything equally gets the worst rank, never a lucky one;
+- exactness: scores are computed in float32 in bulk; every item whose float32 score lies within
+  the float32 rounding bound of the target's is re-scored in float64 together with the target,
+  and ties there are equality within 1e-12 x max(1, |score|). The ranks are therefore those of
+  float64 arithmetic, and two identical item vectors tie however a matrix product rounded;
 - rank is 0-based; HR@K = [rank < K], NDCG@K = 1/log2(rank + 2) if rank < K else 0,
   MRR@K = 1/(rank + 1) if rank < K else 0, each averaged over cases.
 
@@ -18,24 +20,48 @@ catalogues of millions of items.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-TIE_RTOL = 1e-9
+TIE_RTOL = 1e-12  # float64 re-check
+F32_EPS = float(np.finfo(np.float32).eps)
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class Scorer:
+    """Score of an item for a user with K interest vectors: a reduction over the K dot products,
+    "max" (the best interest) or "softmax" (dot products weighted by their softmax at
+    `temperature`). With K = 1 both are the plain dot product."""
+
+    mode: Literal["max", "softmax"] = "max"
+    temperature: float = 1.0
+
+    def reduce(self, per_interest: torch.Tensor, dim: int) -> torch.Tensor:
+        if self.mode == "max":
+            return per_interest.amax(dim=dim)
+        weights = torch.softmax(per_interest / self.temperature, dim=dim)
+        return (weights * per_interest).sum(dim=dim)
+
+    def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users (B, K, D) or (B, D), items (C, D) -> (B, C)."""
+        if users.dim() == 2:
+            return users @ items.T
+        if users.shape[1] == 1:
+            return users[:, 0] @ items.T
+        return self.reduce(torch.einsum("bkd,cd->bkc", users, items), dim=1)
+
+    def pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users (P, K, D) or (P, D), items (P, D) -> (P,) score of each user with its item."""
+        if users.dim() == 2:
+            users = users[:, None]
+        return self.reduce((users * items[:, None, :]).sum(dim=-1), dim=1)
 
 
-def max_dot(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Score of every (user, item) pair: max over the user's K vectors of the dot product.
-
-    users: (B, K, D) or (B, D); items: (C, D) -> (B, C). With K = 1 this is the plain dot product.
-    """
-    if users.dim() == 2:
-        return users @ items.T
-    return torch.einsum("bkd,cd->bkc", users, items).amax(dim=1)
+max_dot = Scorer("max")
 
 
 def rank_targets(
@@ -44,7 +70,7 @@ def rank_targets(
     targets: np.ndarray,
     seen: tuple[np.ndarray, np.ndarray] | None = None,
     candidates: np.ndarray | None = None,
-    score_fn: ScoreFn = max_dot,
+    scorer: Scorer = max_dot,
     batch_size: int = 1024,
     chunk_size: int = 32768,
 ) -> np.ndarray:
@@ -58,14 +84,14 @@ def rank_targets(
         seen: CSR (offsets (N+1,), item_idx) of items to mask out per case (the history); the
             target is never masked.
         candidates: (n_items + 1,) bool mask of rankable items; None = all but padding.
-        score_fn: maps (B, K, D) users and (C, D) items to (B, C) scores.
+        scorer: how K interest vectors score an item (max or softmax-weighted dot products).
 
     Returns:
         (N,) int64 ranks.
     """
-    users = torch.as_tensor(np.asarray(user_vecs) if not torch.is_tensor(user_vecs) else user_vecs)
-    items = torch.as_tensor(np.asarray(item_vecs) if not torch.is_tensor(item_vecs) else item_vecs)
-    users, items = users.to(torch.float64), items.to(torch.float64)
+    users64 = _as_tensor(user_vecs).to(torch.float64)
+    items64 = _as_tensor(item_vecs).to(torch.float64)
+    users, items = users64.to(torch.float32), items64.to(torch.float32)
     targets = np.asarray(targets, dtype=np.int64)
     n_cases, n_rows = len(targets), items.shape[0]
     if users.shape[0] != n_cases:
@@ -78,29 +104,69 @@ def rank_targets(
     if n_cases and not allowed[targets].all():
         raise ValueError("every target must be a candidate item")
     allowed_t = torch.from_numpy(allowed)
+    # |score| <= |u| |v|, and a float32 dot product of length D is off by at most D eps |u||v|
+    max_item_norm = float(items64.norm(dim=-1).max()) if n_rows else 0.0
+    user_norms = users64.norm(dim=-1)
+    if user_norms.dim() == 2:
+        user_norms = user_norms.amax(dim=1)
+    dim = users.shape[-1]
 
     ranks = np.zeros(n_cases, dtype=np.int64)
     for b0 in range(0, n_cases, batch_size):
         b1 = min(b0 + batch_size, n_cases)
         u = users[b0:b1]
         t = torch.from_numpy(targets[b0:b1])
-        target_scores = score_fn(u, items[t]).diagonal()  # (B,)
+        target_scores = scorer.pairs(u, items[t])  # (B,)
         if torch.isnan(target_scores).any():
             raise ValueError("NaN score for a target item")
-        tol = TIE_RTOL * target_scores.abs().clamp_min(1.0)
+        band = (4.0 * dim * F32_EPS) * user_norms[b0:b1].float() * max_item_norm + 1e-30
         rows, cols = _seen_pairs(seen, b0, b1, targets) if seen is not None else (None, None)
         above = torch.zeros(b1 - b0, dtype=torch.int64)
+        near_rows, near_cols = [], []
         for c0 in range(0, n_rows, chunk_size):
             c1 = min(c0 + chunk_size, n_rows)
-            scores = score_fn(u, items[c0:c1])  # (B, C)
-            scores = scores.masked_fill(~allowed_t[c0:c1], float("-inf"))
+            scores = scorer(u, items[c0:c1])  # (B, C)
+            scores.masked_fill_(~allowed_t[c0:c1], float("-inf"))
             if rows is not None:
                 sel = (cols >= c0) & (cols < c1)
                 scores[rows[sel], cols[sel] - c0] = float("-inf")
-            ahead = scores >= (target_scores - tol)[:, None]
-            above += ahead.sum(dim=1)
-        ranks[b0:b1] = (above - 1).numpy()  # the target ties with itself
+            hi = scores > (target_scores + band)[:, None]
+            lo = scores >= (target_scores - band)[:, None]
+            above += torch.count_nonzero(hi, dim=1)
+            r, c = torch.nonzero(lo ^ hi, as_tuple=True)  # hi implies lo
+            near_rows.append(r)
+            near_cols.append(c + c0)
+        above += _recheck_near(
+            users64[b0:b1], items64, t, torch.cat(near_rows), torch.cat(near_cols), scorer
+        )
+        ranks[b0:b1] = above.numpy()
     return ranks
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+
+
+def _recheck_near(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    scorer: Scorer,
+) -> torch.Tensor:
+    """Per case: how many items within float32 rounding of the target really score >= it,
+    decided in float64 pair by pair (the target itself excluded)."""
+    out = torch.zeros(users.shape[0], dtype=torch.int64)
+    keep = cols != targets[rows]
+    rows, cols = rows[keep], cols[keep]
+    if len(rows) == 0:
+        return out
+    target64 = scorer.pairs(users, items[targets])  # (B,)
+    near64 = scorer.pairs(users[rows], items[cols])  # (P,)
+    t = target64[rows]
+    ahead = near64 >= t - TIE_RTOL * t.abs().clamp_min(1.0)
+    return out.index_add_(0, rows, ahead.long())
 
 
 def _seen_pairs(

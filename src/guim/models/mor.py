@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from guim.config import ModelConfig
+from guim.metrics import Scorer
 
 
 class InterestHead(nn.Module):
@@ -52,11 +53,7 @@ def interest_scores(
     users: torch.Tensor, items: torch.Tensor, mode: str = "max", temperature: float = 1.0
 ) -> torch.Tensor:
     """users (B, K, D), items (C, D) -> (B, C): max over K, or softmax-weighted over K."""
-    per_interest = torch.einsum("bkd,cd->bkc", users, items)  # (B, K, C)
-    if mode == "max":
-        return per_interest.amax(dim=1)
-    weights = torch.softmax(per_interest / temperature, dim=1)
-    return (weights * per_interest).sum(dim=1)
+    return Scorer(mode, temperature)(users, items)  # type: ignore[arg-type]
 
 
 def nearest_interest(users: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
