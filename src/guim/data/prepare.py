@@ -224,6 +224,14 @@ def _int_range(col: pl.Series, limit: int) -> tuple[int, int] | None:
     return (lo, hi) if hi - lo < limit else None
 
 
+def _offsets(values: pl.Series, lo: int, hi: int) -> np.ndarray:
+    """`values - lo` as an index array, int32 where the range allows (half the memory)."""
+    x = values.to_numpy()
+    if hi - lo < 2**31 and x.dtype.itemsize >= 4:  # the difference cannot wrap in x's type
+        return np.subtract(x, lo, out=np.empty(len(x), dtype=np.int32), casting="unsafe")
+    return x.astype(np.int64) - lo
+
+
 def _dense_rank(col: pl.Series) -> pl.Series | None:
     """Int32 dense rank (1..k in sorted order, null -> 0) of compact integer ids through a
     presence bitmap (O(n), no sort), or None where `_int_range` does not apply."""
@@ -232,7 +240,7 @@ def _dense_rank(col: pl.Series) -> pl.Series | None:
     if span is None:
         return None
     lo, hi = span
-    offset = values.to_numpy().astype(np.int64, copy=False) - lo
+    offset = _offsets(values, lo, hi)
     present = np.zeros(hi - lo + 1, dtype=bool)
     present[offset] = True
     rank = np.cumsum(present, dtype=np.int32)[offset]
@@ -250,7 +258,7 @@ def _sorted_unique(values: pl.Series) -> pl.Series:
         return values.unique().sort()
     lo, hi = span
     present = np.zeros(hi - lo + 1, dtype=bool)
-    present[values.to_numpy().astype(np.int64, copy=False) - lo] = True
+    present[_offsets(values, lo, hi)] = True
     return pl.Series(values.name, np.flatnonzero(present) + lo, dtype=values.dtype)
 
 
@@ -288,11 +296,15 @@ def _event_codes(events: pl.DataFrame, loc) -> pl.Series:
     mapping.pop("<pad>")
     raw = events[EVENT].cast(pl.String)
     distinct = raw.unique().drop_nulls()
-    if distinct.len() <= 10_000:
-        # normalise the few distinct spellings instead of every row (10M rows: 3x faster)
+    if distinct.len() <= 64:
+        # normalise the few distinct spellings, not every row, then compare each spelling once:
+        # string equality is far cheaper than hashing (10M rows: 0.25 s instead of 1.9 s)
         keys = distinct.str.strip_chars().str.to_lowercase()
         lookup = {d: mapping[k] for d, k in zip(distinct, keys, strict=True) if k in mapping}
-        codes = raw.replace_strict(lookup, default=None, return_dtype=pl.Int8)
+        code = pl.lit(None, dtype=pl.Int8)
+        for name, value in lookup.items():
+            code = pl.when(pl.col("v") == name).then(pl.lit(value, dtype=pl.Int8)).otherwise(code)
+        codes = raw.to_frame("v").select(code).to_series()
     else:
         names = raw.str.strip_chars().str.to_lowercase()
         codes = names.replace_strict(mapping, default=None, return_dtype=pl.Int8)
@@ -371,10 +383,9 @@ def _attach_index(
     if span is not None and ids.dtype == vocab_ids.dtype and ids.null_count() == 0:
         lo, hi = span
         if lo <= ids.min() and ids.max() <= hi:  # type: ignore[operator]
-            slot = vocab_ids.to_numpy().astype(np.int64, copy=False) - lo
             table = np.zeros(hi - lo + 1, dtype=np.int32)
-            table[slot] = vocab[idx_name].to_numpy()
-            idx = table[ids.to_numpy().astype(np.int64, copy=False) - lo]
+            table[_offsets(vocab_ids, lo, hi)] = vocab[idx_name].to_numpy()
+            idx = table[_offsets(ids, lo, hi)]
             if not (idx == 0).any():
                 return events.with_columns(pl.Series(idx_name, idx, dtype=pl.Int32))
     return events.join(vocab, on=key, how="left")
@@ -420,7 +431,27 @@ def _user_time_order(events: pl.DataFrame) -> np.ndarray | None:
         return None
     key = user.astype(np.int64)
     key *= span
-    key += ts - t_min
+    key += ts  # may wrap around int64; subtracting t_min brings every key back into range
+    key -= t_min
+    return _block_order(key)
+
+
+def _block_order(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of `key`. Logs grouped by user, each user's events in time order, are a
+    few sorted blocks that do not overlap: then only the blocks are sorted (10M rows: 0.1 s
+    instead of the 0.8 s of a full argsort)."""
+    n = len(key)
+    breaks = np.flatnonzero(key[1:] < key[:-1]) + 1
+    if len(breaks) <= n // 16:
+        starts, ends = np.r_[0, breaks], np.r_[breaks, n]
+        by_first = np.argsort(key[starts], kind="stable")
+        if (key[ends - 1][by_first[:-1]] < key[starts][by_first[1:]]).all():
+            # the blocks' row ranges, concatenated: steps of 1, jumps at block starts
+            first, lengths = starts[by_first], (ends - starts)[by_first]
+            order = np.ones(n, dtype=np.int32 if n < 2**31 else np.int64)
+            order[0] = first[0]
+            order[np.cumsum(lengths)[:-1]] = first[1:] - (first[:-1] + lengths[:-1] - 1)
+            return np.cumsum(order, out=order)
     return np.argsort(key, kind="stable")
 
 

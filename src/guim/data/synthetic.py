@@ -21,9 +21,10 @@ from guim.data.loaders.merrec import MERREC_COLUMNS, MERREC_EVENTS
 from guim.io import atomic_dir, write_json
 from guim.progress import make_progress
 
-# event codes in this module index MERREC_EVENTS (funnel order)
-VIEW, LIKE, CART, OFFER, BUY_START, PURCHASE = range(6)
-# where each funnel event falls between its view and the next view (fraction of the gap)
+# Bumped whenever the same config starts giving different data (cached shops compare it).
+VERSION = 1
+# Event codes in this module index MERREC_EVENTS (funnel order: view, like, cart, offer,
+# buy_start, buy_comp). Where each falls between its view and the next view (fraction of the gap):
 _FUNNEL_OFFSET = np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8])
 
 # c0 -> c1 -> c2 (singular nouns, used in titles). Larger trees cycle with a numeric suffix.
@@ -505,8 +506,8 @@ def _chunk_events(
     hi: int,
     rng: np.random.Generator,
     counters: _Counters,
-) -> pl.DataFrame:
-    """MerRec rows of users lo..hi-1, sorted by user and time."""
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """MerRec rows of users lo..hi-1, sorted by user and time; and the count of each event."""
     span_s = config.days * 86400.0
     # sessions: count per user, start time, focus interest (drifting with time)
     user = np.arange(lo, hi)
@@ -622,13 +623,13 @@ def _chunk_events(
     ).hstack(rows)
     counters.sessions += len(owner)
     counters.sequences += int(seq[-1]) + 1
-    return frame.select(MERREC_COLUMNS)
+    return frame.select(MERREC_COLUMNS), np.bincount(code, minlength=len(MERREC_EVENTS))
 
 
 # ---- ground truth and the whole shop --------------------------------------------------------
 
 
-def _truth_frames(cat: _Catalogue, users: _Users) -> dict[str, pl.DataFrame]:
+def _truth_frames(cat: _Catalogue, users: _Users, n_styles: int) -> dict[str, pl.DataFrame]:
     k = users.interests.shape[1]
     active = np.arange(k)[None, :] < users.n_interests[:, None]
 
@@ -649,7 +650,6 @@ def _truth_frames(cat: _Catalogue, users: _Users) -> dict[str, pl.DataFrame]:
             "activity": users.activity,
         }
     ).sort("user_id")
-    n_styles = int(cat.style.max()) + 1
     truth_items = pl.DataFrame(
         {
             "item_id": cat.columns["item_id"],
@@ -695,23 +695,21 @@ def synth(
         task = progress.add_task("synth", total=len(bounds) - 1, info="") if progress else None
         for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             chunk_rng = np.random.default_rng([config.seed, 1, k])
-            frame = _chunk_events(config, cat, users, lo, hi, chunk_rng, counters)
+            frame, chunk_counts = _chunk_events(config, cat, users, lo, hi, chunk_rng, counters)
             name = f"part-{k:05d}.parquet"
             frame.write_parquet(tmp / "events" / name, compression="zstd")
             files.append(f"events/{name}")
-            codes = frame["event_id"].replace_strict(
-                {e: i for i, e in enumerate(MERREC_EVENTS)}, return_dtype=pl.Int64
-            )
-            counts += np.bincount(codes.to_numpy(), minlength=len(MERREC_EVENTS))
+            counts += chunk_counts
             del frame
             if progress is not None and task is not None:
                 progress.update(task, advance=1, info=f"{int(counts.sum()):,} events")
-        for name, frame in _truth_frames(cat, users).items():
+        for name, frame in _truth_frames(cat, users, config.n_styles).items():
             frame.write_parquet(tmp / "truth" / f"{name}.parquet", compression="zstd")
         write_json(
             tmp / "synth.json",
             {
                 "generator": "guim.data.synthetic",
+                "version": VERSION,
                 "config": asdict(config),
                 "n_users": config.n_users,
                 "n_items": config.n_items,

@@ -165,14 +165,12 @@ def load_merrec(path: str | Path | Sequence[str | Path]) -> RawData:
     ]
     events = scan.select(event_cols)
 
-    # first event of each item: find its row from the ids alone, then read only those rows
-    first_rows = (
-        scan.select(ITEM_ID, ROW)
-        .filter(pl.col(ITEM_ID).is_not_null())
-        .group_by(ITEM_ID)
-        .agg(pl.col(ROW).min())
-        .collect(engine="streaming")[ROW]
-    )
+    # first event of each item: its row from the ids alone (arg_unique: first index of each
+    # value, in order), then only those rows are kept from the item columns
+    ids = scan.select(ITEM_ID).collect(engine="streaming")[ITEM_ID]
+    first_rows = ids.arg_unique()
+    first_rows = first_rows.filter(ids.gather(first_rows).is_not_null())
+    del ids
     sources = [c for c in ("name", PRICE, *sum(ITEM_FIELDS.values(), ())) if c in schema]
     first = (
         scan.filter(pl.col(ROW).is_in(first_rows.implode()))
