@@ -419,8 +419,8 @@ def _sort_and_collapse(events: pl.DataFrame, collapse: bool) -> dict[str, np.nda
 
 def _user_time_order(events: pl.DataFrame) -> np.ndarray | None:
     """The permutation sorting rows by (user_idx, timestamp, ROW), or None where the fast way
-    does not apply: a stable argsort of one packed int64 key (user, time), valid when the rows
-    are already in ROW order and the key fits in 63 bits (10M rows: 0.5 s instead of 2+ s)."""
+    does not apply: rows already in ROW order, sorted stably by one packed int64 key (user,
+    time) that must fit in 63 bits (10M rows: 0.1-0.8 s instead of 2+ s)."""
     if ROW not in events.columns or events.height == 0 or not events[ROW].is_sorted():
         return None
     user = events["user_idx"].to_numpy()
@@ -429,30 +429,38 @@ def _user_time_order(events: pl.DataFrame) -> np.ndarray | None:
     span = t_max - t_min + 1
     if (int(user.max()) + 1) * span >= 2**63 or int(user.min()) < 0:
         return None
-    key = user.astype(np.int64)
-    key *= span
-    key += ts  # may wrap around int64; subtracting t_min brings every key back into range
-    key -= t_min
-    return _block_order(key)
+
+    def key(rows: np.ndarray | slice) -> np.ndarray:
+        packed = user[rows].astype(np.int64)
+        packed *= span
+        packed += ts[rows]  # may wrap around int64; subtracting t_min brings it back
+        packed -= t_min
+        return packed
+
+    # a log grouped by user, each user's events in time order, is one sorted block per user:
+    # then sorting the blocks is enough
+    breaks = np.flatnonzero((user[1:] != user[:-1]) | (ts[1:] < ts[:-1])) + 1
+    order = _block_order(breaks, key, len(user))
+    return order if order is not None else np.argsort(key(slice(None)), kind="stable")
 
 
-def _block_order(key: np.ndarray) -> np.ndarray:
-    """Stable argsort of `key`. Logs grouped by user, each user's events in time order, are a
-    few sorted blocks that do not overlap: then only the blocks are sorted (10M rows: 0.1 s
-    instead of the 0.8 s of a full argsort)."""
-    n = len(key)
-    breaks = np.flatnonzero(key[1:] < key[:-1]) + 1
-    if len(breaks) <= n // 16:
-        starts, ends = np.r_[0, breaks], np.r_[breaks, n]
-        by_first = np.argsort(key[starts], kind="stable")
-        if (key[ends - 1][by_first[:-1]] < key[starts][by_first[1:]]).all():
-            # the blocks' row ranges, concatenated: steps of 1, jumps at block starts
-            first, lengths = starts[by_first], (ends - starts)[by_first]
-            order = np.ones(n, dtype=np.int32 if n < 2**31 else np.int64)
-            order[0] = first[0]
-            order[np.cumsum(lengths)[:-1]] = first[1:] - (first[:-1] + lengths[:-1] - 1)
-            return np.cumsum(order, out=order)
-    return np.argsort(key, kind="stable")
+def _block_order(breaks: np.ndarray, key, n: int) -> np.ndarray | None:
+    """The stable sort of n rows made of sorted blocks (starting at 0 and at `breaks`), given
+    `key(rows)`, when blocks hold 4 rows on average or more and their key ranges do not
+    overlap; else None."""
+    if len(breaks) > n // 4:
+        return None
+    starts, ends = np.r_[0, breaks], np.r_[breaks, n]
+    first, last = key(starts), key(ends - 1)
+    by_first = np.argsort(first, kind="stable")
+    if not (last[by_first[:-1]] < first[by_first[1:]]).all():
+        return None
+    # the blocks' row ranges, concatenated: steps of 1, jumps at block starts
+    begin, lengths = starts[by_first], (ends - starts)[by_first]
+    order = np.ones(n, dtype=np.int32 if n < 2**31 else np.int64)
+    order[0] = begin[0]
+    order[np.cumsum(lengths)[:-1]] = begin[1:] - (begin[:-1] + lengths[:-1] - 1)
+    return np.cumsum(order, out=order)
 
 
 def _leave_one_out(user: np.ndarray) -> np.ndarray:
