@@ -111,7 +111,10 @@ def prepare(
                 "tsplit": tsplit,
             }
         )
-        events_out.write_parquet(tmp / "events.parquet")
+        # plain encoding: dictionaries of 10M mostly distinct ids cost 2x the time, 25% the size
+        events_out.write_parquet(
+            tmp / "events.parquet", use_pyarrow=True, pyarrow_options={"use_dictionary": False}
+        )
         items_out = _items_table(item_vocab, items_df, item_attr, cold)
         items_out.write_parquet(tmp / "items.parquet")
         users_out = _users_table(user_vocab, users_df)
