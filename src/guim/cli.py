@@ -263,7 +263,10 @@ def _show(results: dict[str, dict[str, float]], as_json: bool, title: str) -> No
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
-    metrics = [m for m in next(iter(results.values())) if m != "n_cases"]
+    shown = ("HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20")
+    metrics = [m for m in next(iter(results.values())) if m in shown] or [
+        m for m in next(iter(results.values())) if m != "n_cases"
+    ]
     table = Table(*(["model", *metrics]), title=title)
     for model, res in results.items():
         table.add_row(model, *(f"{res[m]:.4f}" for m in metrics))
