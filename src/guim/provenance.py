@@ -35,11 +35,23 @@ def machine() -> str:
     except (ValueError, OSError, AttributeError):
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, no GPU"
+    return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, {_gpu()}"
+
+
+def _gpu() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU {torch.cuda.get_device_name(0)} (not used unless stated)"
+    except ImportError:
+        pass
+    return "no GPU"
 
 
 def git_revision(repo: str | Path | None = None) -> str:
-    """Current commit (short SHA, with '+dirty' when the tree has uncommitted changes)."""
+    """Current commit (short SHA), '+dirty' when tracked files have uncommitted changes or
+    untracked files exist under src/ or benchmarks/ (code the commit does not hold)."""
     repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
@@ -50,7 +62,16 @@ def git_revision(repo: str | Path | None = None) -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=all",
+                "--",
+                "src",
+                "benchmarks",
+                ":(exclude)benchmarks/results",
+            ],
             cwd=repo,
             capture_output=True,
             text=True,
