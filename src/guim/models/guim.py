@@ -42,6 +42,7 @@ class GUIM(nn.Module):
         self.drop = nn.Dropout(cfg.model.dropout)
         self.encoder = build_encoder(cfg.model)
         self.interests = InterestHead(cfg.model)
+        self.apply(_init_weights)
 
     def encode(
         self,
@@ -93,3 +94,18 @@ class GUIM(nn.Module):
         """users (B, K, D), items (C, D) -> (B, C) by the configured interest scoring."""
         m = self.cfg.model
         return interest_scores(users, items, m.interest_score, m.interest_temperature)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """One scale for every embedding and projection (BERT / SASRec practice, std 0.02), so no
+    input feature (position, event, time gap) drowns the item signal at the start."""
+    if isinstance(module, nn.Linear | nn.Embedding | nn.EmbeddingBag):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
