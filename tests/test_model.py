@@ -235,3 +235,39 @@ def test_max_score_and_nearest_readout_agree():
     targets = torch.tensor([0, 4, 10, 2, 7])
     chosen = nearest_interest(users, items[targets])
     torch.testing.assert_close((chosen * items[targets]).sum(-1), best[torch.arange(5), targets])
+
+
+# ---- cosine scoring and the contrastive term ------------------------------------------------
+
+
+def test_normalize_gives_unit_vectors():
+    m = tiny_model("model.normalize=true", "model.n_interests=2")
+    items, events, times = batch()
+    users = m.user_vectors(items, events, times)
+    torch.testing.assert_close(users.norm(dim=-1), torch.ones(7, 2))
+    torch.testing.assert_close(m.item_vectors()[1:].norm(dim=-1), torch.ones(N_ITEMS))
+    assert m.item_vectors()[0].abs().sum() == 0  # padding stays zero
+
+
+def test_contrastive_loss_matches_reference_for_identical_views():
+    """With dropout off and the "dropout" view, both views are the same vectors z, so the loss is
+    the mean of -log softmax(z z^T / t) on the diagonal."""
+    from guim.train import Batch, contrastive_loss
+
+    m = tiny_model("loss.contrastive_weight=1.0", "loss.contrastive_temperature=0.5")
+    items, events, times = batch()
+    b = Batch(items, events, times, torch.zeros_like(items), None)
+    states = m.encode(items, events, times)
+    got = contrastive_loss(m, b, states, m.cfg, torch.Generator().manual_seed(0))
+    z = torch.nn.functional.normalize(states[:, -1, 0], dim=-1)
+    logits = z @ z.T / 0.5
+    expected = -torch.log_softmax(logits, dim=1).diagonal().mean()
+    torch.testing.assert_close(got, expected)
+    # corrupted views are really corrupted (the loss changes) and gradients reach the items
+    for view in ("mask", "crop"):
+        cfg = tiny_model(f"loss.contrastive_view={view}", "loss.contrastive_rate=0.9").cfg
+        loss = contrastive_loss(m, b, states, cfg, torch.Generator().manual_seed(0))
+        assert not torch.isclose(loss, got)
+        m.zero_grad()
+        loss.backward(retain_graph=True)
+        assert m.tokens.id_emb.weight.grad.abs().sum() > 0

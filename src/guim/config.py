@@ -47,6 +47,7 @@ class ModelConfig:
     n_interests: int = 1
     interest_score: Literal["max", "softmax"] = "max"  # how K dot products become one score
     interest_temperature: float = 1.0  # softmax-weighted scores only
+    normalize: bool = False  # score by cosine: L2-normalised user and item vectors
     n_time_buckets: int = 32  # log2 buckets of the gap to the previous interaction
     positions: Literal["from_end", "from_start"] = "from_end"  # position ids counted from
 
@@ -60,7 +61,13 @@ class LossConfig:
     sampler: Literal["uniform", "popularity"] = "uniform"
     in_batch: bool = True  # the batch's other targets are negatives too (sampled loss)
     logq: bool = True  # subtract log of each candidate's expected inclusion count
-    temperature: float = 1.0
+    temperature: float = 1.0  # logits = score / temperature (use ~0.05-0.2 with model.normalize)
+    # auxiliary contrastive loss (SimCSE / CL4SRec / DuoRec): two views of each sequence's user
+    # vector are positives, the batch's other sequences negatives
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.2
+    contrastive_view: Literal["dropout", "mask", "crop"] = "dropout"
+    contrastive_rate: float = 0.2  # fraction of items masked / cropped away in the second view
 
 
 @dataclass(frozen=True)

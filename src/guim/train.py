@@ -143,17 +143,17 @@ def step_loss(
     sampler: NegativeSampler | None,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Loss of one batch (mean over predicted positions)."""
+    """Loss of one batch (mean over predicted positions), plus the contrastive term if on."""
     states = model.encode(batch.items, batch.events, batch.timestamps, batch.masked)  # (B,T,K,D)
     sel = batch.targets > 0
-    users = states[sel]  # (P, K, D)
+    users = model.output(states[sel])  # (P, K, D)
     targets = batch.targets[sel]  # (P,)
     if sampler is None:
         cand_vecs = model.item_vectors()  # (N + 1, D)
         positive, log_q, allowed = targets, None, known_t
     else:
         cand = sampler.candidates(targets, generator)
-        cand_vecs = model.tokens(cand.items)  # (C, D)
+        cand_vecs = model.output(model.tokens(cand.items))  # (C, D)
         positive, log_q, allowed = cand.positive, cand.log_q, cand.allowed
     m = cfg.model
     if m.n_interests > 1 and m.interest_score == "softmax":
@@ -161,7 +161,39 @@ def step_loss(
     else:
         user = nearest_interest(users, cand_vecs[positive])  # (P, D); K = 1: the only one
         scores = user @ cand_vecs.T  # (P, C)
-    return info_nce(scores, positive, log_q, cfg.loss.temperature, allowed)
+    loss = info_nce(scores, positive, log_q, cfg.loss.temperature, allowed)
+    if cfg.loss.contrastive_weight > 0:
+        loss = loss + cfg.loss.contrastive_weight * contrastive_loss(
+            model, batch, states, cfg, generator
+        )
+    return loss
+
+
+def contrastive_loss(
+    model: GUIM, batch: Batch, states: torch.Tensor, cfg: Config, generator: torch.Generator
+) -> torch.Tensor:
+    """InfoNCE between two views of each sequence's last-position user vector: this pass and a
+    second pass with fresh dropout and, for "mask"/"crop", a corrupted input."""
+    lc = cfg.loss
+    items, masked = batch.items, batch.masked
+    real = items > 0
+    if lc.contrastive_view == "mask":
+        drop = (torch.rand(items.shape, generator=generator) < lc.contrastive_rate) & real
+        drop[:, -1] = False  # keep the latest item
+        masked = drop if masked is None else masked | drop
+        items = items.masked_fill(drop, 0)
+    elif lc.contrastive_view == "crop":
+        n = real.sum(dim=1, keepdim=True)
+        cut = (n.float() * lc.contrastive_rate * torch.rand(n.shape, generator=generator)).long()
+        rank = real.long().cumsum(dim=1)  # 1-based rank among real tokens
+        items = items.masked_fill(rank <= cut, 0)
+    other = model.encode(items, batch.events * (items > 0), batch.timestamps, masked)
+    z1 = torch.nn.functional.normalize(states[:, -1].mean(dim=1), dim=-1)  # (B, D)
+    z2 = torch.nn.functional.normalize(other[:, -1].mean(dim=1), dim=-1)  # (B, D)
+    sim = z1 @ z2.T  # (B, B)
+    labels = torch.arange(len(sim))
+    t = lc.contrastive_temperature
+    return 0.5 * (info_nce(sim, labels, temperature=t) + info_nce(sim.T, labels, temperature=t))
 
 
 def _optimizers(model: GUIM, cfg: Config) -> dict[str, torch.optim.Optimizer]:

@@ -75,7 +75,7 @@ class GUIM(nn.Module):
         the window would exceed max_len) and its state predicts the next item.
         """
         if self.causal:
-            return self.encode(item_idx, event, timestamp)[:, -1]
+            return self.output(self.encode(item_idx, event, timestamp)[:, -1])
         b, width = item_idx.shape[0], min(item_idx.shape[1] + 1, self.cfg.data.max_len)
         pad = torch.zeros(b, 1, dtype=item_idx.dtype, device=item_idx.device)
         # append the [MASK] slot, keep the last `width` columns
@@ -84,11 +84,17 @@ class GUIM(nn.Module):
         timestamp = torch.cat([timestamp, timestamp[:, -1:]], dim=1)[:, -width:]
         masked = torch.zeros_like(item_idx, dtype=torch.bool)
         masked[:, -1] = True
-        return self.encode(item_idx, event, timestamp, masked)[:, -1]
+        return self.output(self.encode(item_idx, event, timestamp, masked)[:, -1])
 
     def item_vectors(self) -> torch.Tensor:
-        """(n_items + 1, D) vectors of every item (row 0 zero)."""
-        return self.tokens.all_items()
+        """(n_items + 1, D) output vectors of every item (row 0 zero)."""
+        return self.output(self.tokens.all_items())
+
+    def output(self, vectors: torch.Tensor) -> torch.Tensor:
+        """User or item vectors as scored: L2-normalised when model.normalize (cosine)."""
+        if self.cfg.model.normalize:
+            return torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users (B, K, D), items (C, D) -> (B, C) by the configured interest scoring."""
