@@ -341,6 +341,125 @@ def quickstart(
     console.print(f"[green]report[/]: {report}")
 
 
+# ---- benchmark ----------------------------------------------------------------------------
+
+
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+@app.command()
+@friendly_errors
+def bench(
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="GUIM run directories, each labelled by its directory name."),
+    ] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", "-d", help="Prepared dataset (default: the first run's)."),
+    ] = None,
+    run: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run", help="LABEL=PATH: group runs of several schemes under one label (repeat)."
+        ),
+    ] = None,
+    train: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--train",
+            help="Train GUIM here first: PRESET, PRESET:cold or LABEL=PRESET[:SCHEME] (repeat).",
+        ),
+    ] = None,
+    set: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override for --train runs, e.g. train.lr=3e-4."),
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma list of tasks (default: all).")] = None,
+    baselines: Annotated[
+        str,
+        typer.Option(
+            help="Comma list: random, popularity, item2vec (+attributes), "
+            "item2vec-plain, cml; '' for none."
+        ),
+    ] = "random,popularity,item2vec,cml",
+    peers: Annotated[
+        str, typer.Option(help="Comma list of RecBole peers, e.g. sasrec,bert4rec.")
+    ] = "",
+    peer_minutes: Annotated[float, typer.Option(help="Training cap per peer, in minutes.")] = 45.0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
+        "runs/bench"
+    ),
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    seed: Annotated[int, typer.Option(help="Seed of baselines, peers and --train runs.")] = 0,
+) -> None:
+    """Score GUIM runs, baselines and peers on every benchmark task; write bench.json and an
+    HTML/Markdown report."""
+    from guim.bench.run import ModelSpec
+    from guim.bench.run import bench as bench_fn
+    from guim.io import read_json
+
+    grouped: dict[str, list[Path]] = {}
+    for text in run or []:
+        label, sep, path = text.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--run {text!r} must look like LABEL=PATH")
+        grouped.setdefault(label.strip().lower(), []).append(Path(path.strip()))
+    models = [ModelSpec.from_runs(p.name, [p]) for p in runs or []]
+    models += [ModelSpec.from_runs(label, paths) for label, paths in grouped.items()]
+    if dataset is None:
+        first = next((p for m in models for p in m.runs.values()), None)
+        if first is None or not (first / "dataset.json").exists():
+            raise ValueError("give --dataset DIR (no run to take the dataset from)")
+        dataset = Path(read_json(first / "dataset.json")["path"])
+    if not models and not train and not _csv(baselines) and not _csv(peers):
+        raise ValueError(
+            "nothing to benchmark: give RUN dirs, --run, --train, --baselines or --peers"
+        )
+    path = bench_fn(
+        models,
+        dataset,
+        out,
+        tasks=_csv(tasks) or None,
+        split=split,
+        baselines=_csv(baselines),
+        peers=_csv(peers),
+        peer_minutes=peer_minutes,
+        seed=seed,
+        train=train or [],
+        train_overrides=set or [],
+    )
+    doc = read_json(path)
+    results = next(iter(doc["results"].values()))
+    keys = [f"{t}/{i['primary_metric']}" for t, i in doc["tasks"].items()]
+    table = Table("model", *keys, title=f"{doc['dataset']['name']} {split}")
+    for model, res in results.items():
+        table.add_row(model, *(f"{res[k]:.4f}" if res.get(k) is not None else "-" for k in keys))
+    console.print(table)
+    for key, reason in doc["skipped"].items():
+        console.print(f"[yellow]skipped[/] {key}: {reason}")
+
+
+@app.command()
+@friendly_errors
+def leaderboard(
+    files: Annotated[list[Path], typer.Argument(help="bench.json files.")],
+    readme: Annotated[
+        Path | None,
+        typer.Option(help="Write the table between the README's leaderboard markers."),
+    ] = None,
+) -> None:
+    """One Markdown table of primary metrics (datasets x tasks x models) from bench.json files."""
+    from guim.bench.leaderboard import build_leaderboard, update_readme
+
+    table = build_leaderboard(files)
+    if readme is not None:
+        update_readme(readme, table)
+        console.print(f"[green]updated[/] {readme}")
+    sys.stdout.write(table + "\n")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
