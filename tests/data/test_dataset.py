@@ -157,3 +157,32 @@ def test_overwrite_protection(tmp_path, tiny):
         prepare(raw, tmp_path / "o")
     prepare(raw, tmp_path / "o", overwrite=True)
     assert Dataset(tmp_path / "o").n_items == 3
+
+
+def test_id_types_differing_between_events_and_items(tmp_path):
+    """Integer ids in the log, text ids in the catalogue: matched as text, never merged loosely."""
+    events = pl.DataFrame({"user_id": [1, 1, 1], "item_id": [7, 8, 7], "timestamp": [1, 2, 3]})
+    ok_items = pl.DataFrame({"item_id": ["7", "8"], "brand": ["a", "b"]})
+    bad_items = pl.DataFrame({"item_id": ["007", "8"], "brand": ["a", "b"]})
+
+    def raw(items: pl.DataFrame) -> RawData:
+        return RawData(
+            events=events.with_row_index(ROW).lazy(),
+            events_locator=Locator(files=("log.csv",)),
+            items=Table(items.with_row_index(ROW), Locator(files=("items.csv",))),
+        )
+
+    ds = Dataset(prepare(raw(ok_items), tmp_path / "ok", PrepareConfig(cold_fraction=0.0)))
+    assert ds.n_items == 2 and ds.attributes.height == 2
+    with pytest.raises(ValueError, match=r"log\.csv, line 2, column 'item_id'.*'7'"):
+        prepare(raw(bad_items), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_lazy_read_failure_is_a_data_error(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    raw = RawData(events=pl.scan_parquet(bad), events_locator=Locator(files=(str(bad),)))
+    with pytest.raises(ValueError, match=r"broken\.parquet.*cannot read the events"):
+        prepare(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

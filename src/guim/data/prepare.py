@@ -83,6 +83,8 @@ def prepare(
         events = _normalise_events(events, raw)
         items_df = _validate_side_table(raw.items, ITEM_ID, "item")
         users_df = _validate_side_table(raw.users, USER_ID, "user")
+        events, items_df = _harmonise_ids(events, items_df, ITEM_ID)
+        events, users_df = _harmonise_ids(events, users_df, USER_ID)
 
         steps.start("mapping ids")
         item_vocab = _build_vocab(events, items_df, ITEM_ID, raw, "item_idx")
@@ -164,16 +166,34 @@ def prepare(
 
 
 def _collect_events(raw: RawData) -> pl.DataFrame:
-    cols = raw.events.collect_schema().names()
-    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in cols]
-    if missing:
-        raise DataError(
-            raw.events_locator.files[0],
-            f"missing required column(s) {missing}; found {cols}",
-            column=missing[0],
-        )
-    keep = [c for c in (USER_ID, ITEM_ID, TIMESTAMP, EVENT, SESSION_ID, ROW) if c in cols]
-    return raw.events.select(keep).collect(engine="streaming")
+    try:
+        cols = raw.events.collect_schema().names()
+        missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in cols]
+        if missing:
+            raise DataError(
+                raw.events_locator.files[0],
+                f"missing required column(s) {missing}; found {cols}",
+                column=missing[0],
+            )
+        keep = [c for c in (USER_ID, ITEM_ID, TIMESTAMP, EVENT, SESSION_ID, ROW) if c in cols]
+        return raw.events.select(keep).collect(engine="streaming")
+    except pl.exceptions.PolarsError as e:  # a lazy loader's read failed: say where
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        files = ", ".join(raw.events_locator.files[:3])
+        raise DataError(files, f"cannot read the events: {reason}") from None
+
+
+def _harmonise_ids(
+    events: pl.DataFrame, side: pl.DataFrame | None, key: str
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Give the events and a side table one id type: text on both sides when they differ, so
+    that 7 and "007" stay different ids (and an event on 7 is reported as unknown)."""
+    if side is None or side[key].dtype == events[key].dtype:
+        return events, side
+    return (
+        events.with_columns(pl.col(key).cast(pl.String)),
+        side.with_columns(pl.col(key).cast(pl.String)),
+    )
 
 
 def _first_bad(mask: pl.Series) -> int | None:
@@ -348,13 +368,8 @@ def _build_vocab(
 ) -> pl.DataFrame:
     """Raw id -> index (1..n) table, ids sorted in their own type (numbers numerically)."""
     if side is not None and key == ITEM_ID:
-        ids = side[key]
-        if ids.dtype != events[key].dtype:
-            ids = ids.cast(pl.String)
-            events_ids = events[key].cast(pl.String)
-        else:
-            events_ids = events[key]
-        unknown = _first_bad(~events_ids.is_in(ids.implode()))
+        ids = side[key]  # same dtype as the events' ids (_harmonise_ids)
+        unknown = _first_bad(~events[key].is_in(ids.implode()))
         if unknown is not None:
             raise raw.events_locator.error(
                 int(events[ROW][unknown]),
@@ -366,11 +381,7 @@ def _build_vocab(
     else:
         values = events[key]
     vocab = pl.DataFrame({key: _sorted_unique(values)})
-    vocab = vocab.with_row_index(idx_name, offset=1).with_columns(pl.col(idx_name).cast(pl.Int32))
-    # events may carry ids in a different dtype than the side table (e.g. int vs str)
-    if vocab[key].dtype != events[key].dtype:
-        vocab = vocab.with_columns(pl.col(key).cast(events[key].dtype, strict=False))
-    return vocab
+    return vocab.with_row_index(idx_name, offset=1).with_columns(pl.col(idx_name).cast(pl.Int32))
 
 
 def _attach_index(
