@@ -228,7 +228,9 @@ def run_peers(
 
             runs[name] = run_peer(name, dataset_dir, out_dir / "peers" / name, minutes, seed)
         except ImportError as e:
-            failed[name] = f"RecBole is not installed ({e}); pip install recbole to run peers"
+            failed[name] = (
+                f"RecBole is not installed ({e}); install the peers extra (pip install 'guim[peers]') to run peers"
+            )
         except Exception as e:
             failed[name] = f"peer {name} failed: {type(e).__name__}: {e}"
         if name in failed:
