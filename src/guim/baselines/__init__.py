@@ -1,4 +1,5 @@
-"""The baselines every model must beat, as `Embedder`s: random, popularity, item2vec(+attributes).
+"""The baselines every model must beat, as `Embedder`s: random, popularity, item2vec(+attributes),
+CML.
 
 `build(name, dataset, scheme, **overrides)` fits one from the scheme's training sequences;
 `save` / `load` keep a fitted baseline as `model.safetensors` (numpy arrays) + `config.json`.
@@ -13,8 +14,9 @@ from typing import Any, NamedTuple
 
 from safetensors.numpy import load_file, save_file
 
-from guim.baselines import item2vec, popularity
+from guim.baselines import cml, item2vec, popularity
 from guim.baselines import random as random_baseline
+from guim.baselines.cml import CMLConfig, CMLEmbedder
 from guim.baselines.item2vec import Item2VecConfig, Item2VecEmbedder
 from guim.baselines.popularity import PopularityConfig, PopularityEmbedder
 from guim.baselines.random import RandomConfig, RandomEmbedder
@@ -23,6 +25,8 @@ from guim.io import read_json, write_json
 
 __all__ = [
     "BASELINES",
+    "CMLConfig",
+    "CMLEmbedder",
     "Item2VecConfig",
     "Item2VecEmbedder",
     "PopularityConfig",
@@ -34,7 +38,7 @@ __all__ = [
     "save",
 ]
 
-Baseline = RandomEmbedder | PopularityEmbedder | Item2VecEmbedder
+Baseline = RandomEmbedder | PopularityEmbedder | Item2VecEmbedder | CMLEmbedder
 
 
 class _Entry(NamedTuple):
@@ -47,6 +51,7 @@ BASELINES: dict[str, _Entry] = {
     "random": _Entry(RandomConfig, RandomEmbedder, random_baseline.fit),
     "popularity": _Entry(PopularityConfig, PopularityEmbedder, popularity.fit),
     "item2vec": _Entry(Item2VecConfig, Item2VecEmbedder, item2vec.fit),
+    "cml": _Entry(CMLConfig, CMLEmbedder, cml.fit),
 }
 
 
@@ -61,7 +66,7 @@ def make_config(name: str, **overrides: Any) -> Any:
 
 
 def build(name: str, dataset: Dataset, scheme: Scheme = "loo", **overrides: Any) -> Baseline:
-    """Fit baseline `name` ("random", "popularity", "item2vec") on `scheme`'s training data."""
+    """Fit baseline `name` ("random", "popularity", "item2vec", "cml") on `scheme`'s training data."""
     return _entry(name).fit(dataset, scheme, make_config(name, **overrides))
 
 
