@@ -63,8 +63,10 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "popularity-all-leaky": ("popularity", {"count_on": "all"}),
     "item2vec": ("item2vec", {"attributes": False}),
     "item2vec+attributes": ("item2vec", {"attributes": True}),
+    # Collaborative Metric Learning: defaults tuned on Beauty's valid split (see guim.baselines.cml)
+    "cml": ("cml", {}),
 }
-COLD_MODELS = ("random", "popularity", "item2vec+attributes")
+COLD_MODELS = ("random", "popularity", "item2vec+attributes", "cml")
 
 # --tune: the starting point (the library defaults before tuning), the values tried for each
 # fitted setting (in this order), then the pooling settings (tried without refitting)
