@@ -130,16 +130,14 @@ def test_training_is_deterministic(toy, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled"])
-def test_resume_after_kill_gives_the_same_weights(tmp_path, loss):
+@pytest.mark.parametrize(
+    "extra",
+    [["loss.kind=full"], ["loss.kind=sampled"], ["loss.kind=full", "train.ema_decay=0.9"]],
+    ids=["full", "sampled", "full-ema"],
+)
+def test_resume_after_kill_gives_the_same_weights(tmp_path, extra):
     ds = s3rec_dataset(tmp_path, n_users=400, n_items=60, length=30)
-    overrides = [
-        *TINY,
-        "train.epochs=6",
-        "train.patience=100",
-        f"loss.kind={loss}",
-        "loss.n_negatives=20",
-    ]
+    overrides = [*TINY, "train.epochs=6", "train.patience=100", "loss.n_negatives=20", *extra]
     cfg = load_config(None, overrides)
     straight = train(cfg, ds.path, tmp_path / "straight", show_progress=False, evaluate_test=False)
 

@@ -69,8 +69,11 @@ def save_checkpoint(
     best: dict[str, torch.Tensor],
     optimizers: dict[str, torch.optim.Optimizer],
     state: dict[str, Any],
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write checkpoints/epoch-NNNN and publish it as the latest; older ones are removed."""
+    """Write checkpoints/epoch-NNNN and publish it as the latest; older ones are removed.
+
+    `extra` holds further named weight sets (e.g. the moving average) saved beside the model."""
     ckpt_root = run_dir / "checkpoints"
     ckpt = ckpt_root / f"epoch-{epoch:04d}"
     if ckpt.exists():
@@ -78,12 +81,17 @@ def save_checkpoint(
     ckpt.mkdir(parents=True)
     save_weights(ckpt / "model.safetensors", model.state_dict())
     save_weights(ckpt / "best.safetensors", best)
+    for name, tensors in (extra or {}).items():
+        save_weights(ckpt / f"extra-{name}.safetensors", tensors)
     optim_meta = {}
     for name, opt in optimizers.items():
         tensors, meta = optimizer_to_flat(opt)
         save_weights(ckpt / f"optim-{name}.safetensors", tensors)
         optim_meta[name] = meta
-    write_json(ckpt / "state.json", {**state, "epoch": epoch, "optimizers": optim_meta})
+    write_json(
+        ckpt / "state.json",
+        {**state, "epoch": epoch, "optimizers": optim_meta, "extra": sorted(extra or {})},
+    )
     write_json(ckpt_root / "latest.json", {"checkpoint": ckpt.name, "epoch": epoch})
     for old in ckpt_root.glob("epoch-*"):
         if old.name != ckpt.name:
@@ -93,8 +101,9 @@ def save_checkpoint(
 
 def load_checkpoint(
     run_dir: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """Restore the latest checkpoint into model/optimizers; returns (state, best weights)."""
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]] | None:
+    """Restore the latest checkpoint into model/optimizers; returns (state, best weights,
+    extra weight sets)."""
     latest = run_dir / "checkpoints" / "latest.json"
     if not latest.exists():
         return None
@@ -105,7 +114,8 @@ def load_checkpoint(
         optimizer_from_flat(
             opt, load_weights(ckpt / f"optim-{name}.safetensors"), state["optimizers"][name]
         )
-    return state, load_weights(ckpt / "best.safetensors")
+    extra = {n: load_weights(ckpt / f"extra-{n}.safetensors") for n in state.get("extra", [])}
+    return state, load_weights(ckpt / "best.safetensors"), extra
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:

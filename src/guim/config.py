@@ -83,6 +83,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    # validate and keep an exponential moving average of the weights (0 = off), e.g. 0.999
+    ema_decay: float = 0.0
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     eval_every: int = 1  # epochs
     max_minutes: float = 0.0  # wall-clock budget for training (0 = none)

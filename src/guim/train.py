@@ -252,10 +252,12 @@ def train(
     optimizers = _optimizers(model, cfg)
 
     state = {"best": -1.0, "best_epoch": -1, "bad_epochs": 0, "step": 0, "train_seconds": 0.0}
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best = _copy(model.state_dict())
+    ema = _copy(model.state_dict()) if tr.ema_decay > 0 else None
     start_epoch = 0
     if resume and (restored := load_checkpoint(out_dir, model, optimizers)) is not None:
-        ckpt_state, best = restored
+        ckpt_state, best, extra = restored
+        ema = extra.get("ema", ema)
         state = {k: ckpt_state[k] for k in state}
         start_epoch = ckpt_state["epoch"] + 1
         _truncate_log(out_dir, ckpt_state["epoch"])
@@ -293,6 +295,8 @@ def train(
                     torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip)
                 for opt in optimizers.values():
                     opt.step()
+                if ema is not None:
+                    _update_ema(ema, model, tr.ema_decay)
                 state["step"] += 1
                 n = int((batch.targets > 0).sum())
                 total += loss.item() * n
@@ -309,15 +313,19 @@ def train(
         }
         if (epoch + 1) % tr.eval_every == 0 or epoch == tr.epochs - 1:
             t1 = time.perf_counter()
-            run = GuimRun(model, cfg)
-            metrics = metrics_from_ranks(rank_cases(run, valid), ks=(10, 20))
+            current = _copy(model.state_dict()) if ema is not None else None
+            if ema is not None:
+                model.load_state_dict(ema)  # validate (and keep) the averaged weights
+            metrics = metrics_from_ranks(rank_cases(GuimRun(model, cfg), valid), ks=(10, 20))
             record.update({f"valid_{k}": round(v, 6) for k, v in metrics.items()})
             record["eval_seconds"] = round(time.perf_counter() - t1, 3)
             if metrics[MONITOR] > state["best"]:
                 state.update(best=metrics[MONITOR], best_epoch=epoch, bad_epochs=0)
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = _copy(model.state_dict())
             else:
                 state["bad_epochs"] += tr.eval_every
+            if current is not None:
+                model.load_state_dict(current)
         mark = "*" if state["best_epoch"] == epoch else " "
         console.print(
             f"epoch {epoch + 1:3d} loss {record['loss']:.4f} "
@@ -325,7 +333,8 @@ def train(
             f"({train_seconds:.1f}s train, {record.get('eval_seconds', 0):.1f}s eval)"
         )
         append_log(out_dir, record)
-        save_checkpoint(out_dir, epoch, model, best, optimizers, state)
+        extra = {"ema": ema} if ema is not None else None
+        save_checkpoint(out_dir, epoch, model, best, optimizers, state, extra)
         if state["bad_epochs"] >= tr.patience:
             stop_reason = f"early stop: no better valid {MONITOR} in {tr.patience} epochs"
             break
@@ -355,6 +364,20 @@ def train(
     write_json(out_dir / "metrics.json", summary)
     console.print(f"[green]done[/]: {stop_reason}; best epoch {summary['best_epoch']} -> {out_dir}")
     return out_dir
+
+
+def _copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in weights.items()}
+
+
+@torch.no_grad()
+def _update_ema(ema: dict[str, torch.Tensor], model: GUIM, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights (buffers that are not floats are copied)."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            ema[name].mul_(decay).add_(value, alpha=1.0 - decay)
+        else:
+            ema[name].copy_(value)
 
 
 def _truncate_log(run_dir: Path, last_epoch: int) -> None:
