@@ -46,14 +46,11 @@ DATASETS = {"beauty": "Beauty.txt", "lastfm": "LastFM.txt"}
 #     (.0300): LastFM's tags are many and noisy. 1,090 users: differences under ~.003 are noise.
 #   ridge_alpha (cold scheme, valid): 0.01 to 1 equal on both datasets, 10 worse; default 1 kept.
 ITEM2VEC: dict[str, dict[str, dict[str, Any]]] = {
-    "beauty": {
-        "item2vec": {"dim": 32, "epochs": 20, "normalize_items": False},
-        "item2vec+attributes": {"dim": 32, "epochs": 20, "normalize_items": False},
-    },
-    "lastfm": {
-        "item2vec": {},
-        "item2vec+attributes": {},
-    },
+    name: {
+        "item2vec": baselines.tuned("item2vec", name),
+        "item2vec+attributes": baselines.tuned("item2vec", name),
+    }
+    for name in DATASETS
 }
 
 # label -> (baseline, settings); item2vec labels get the per-dataset settings above as well

@@ -36,6 +36,7 @@ __all__ = [
     "build",
     "load",
     "save",
+    "tuned",
 ]
 
 Baseline = RandomEmbedder | PopularityEmbedder | Item2VecEmbedder | CMLEmbedder
@@ -63,6 +64,20 @@ def make_config(name: str, **overrides: Any) -> Any:
     if unknown:
         raise ValueError(f"unknown {name} setting(s) {unknown}; known: {sorted(known)}")
     return entry.config(**overrides)
+
+
+# Settings chosen on the VALIDATION split of each public dataset (the search is recorded in
+# benchmarks/baselines.py for item2vec and in guim.baselines.cml for CML); `tuned` returns them
+# for a dataset by name, and the benchmark runner applies them.
+TUNED: dict[str, dict[str, dict[str, Any]]] = {
+    "beauty": {"item2vec": {"dim": 32, "epochs": 20, "normalize_items": False}},
+    "lastfm": {},
+}
+
+
+def tuned(name: str, dataset_name: str) -> dict[str, Any]:
+    """Validation-tuned settings of baseline `name` for dataset `dataset_name` ({} if none)."""
+    return dict(TUNED.get(dataset_name.lower(), {}).get(name, {}))
 
 
 def build(name: str, dataset: Dataset, scheme: Scheme = "loo", **overrides: Any) -> Baseline:

@@ -193,13 +193,15 @@ def fit_baseline(
 ) -> tuple[Embedder, dict[str, Any], float]:
     """Fit (or load the cached fit of) baseline `key` on `scheme`: (embedder, config, seconds).
 
-    Fits are cached under out_dir/baselines/SCHEME/LABEL and reused when the dataset hash and
-    the config are unchanged.
+    Settings tuned on the dataset's validation split (guim.baselines.TUNED) are applied. Fits are
+    cached under out_dir/baselines/SCHEME/LABEL and reused when the dataset hash and the config
+    are unchanged.
     """
-    from guim.baselines import BASELINES, load, make_config, save
+    from guim.baselines import BASELINES, load, make_config, save, tuned
 
     label, name, settings = BASELINE_SPECS[key]
     known = {f.name for f in fields(BASELINES[name].config)}
+    settings = {**tuned(name, dataset.name), **settings}
     settings = {**settings, **({"seed": seed} if "seed" in known else {})}
     config = json.loads(json.dumps(asdict(make_config(name, **settings))))
     cache = out_dir / "baselines" / scheme / label
