@@ -208,3 +208,15 @@ def test_model_rejects_bad_heads():
     cfg = load_config(None, ["model.dim=10", "model.n_heads=3"])
     with pytest.raises(ValueError, match="divisible"):
         GUIM(cfg, 5, 0, torch.zeros(7, dtype=torch.int64), torch.zeros(0), torch.ones(6).bool())
+
+
+def test_learning_rate_schedules():
+    from guim.train import _lr_scale
+
+    const = load_config(None, ["train.warmup_steps=10"])
+    assert _lr_scale(0, const, 100) == pytest.approx(0.1)
+    assert _lr_scale(9, const, 100) == 1.0 and _lr_scale(99, const, 100) == 1.0
+    cos = load_config(None, ["train.warmup_steps=10", "train.lr_schedule=cosine"])
+    assert _lr_scale(10, cos, 110) == pytest.approx(1.0)
+    assert _lr_scale(60, cos, 110) == pytest.approx(0.5)
+    assert _lr_scale(110, cos, 110) == pytest.approx(0.0, abs=1e-12)

@@ -83,6 +83,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 at `epochs`
     # validate and keep an exponential moving average of the weights (0 = off), e.g. 0.999
     ema_decay: float = 0.0
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping

@@ -209,9 +209,16 @@ def _optimizers(model: GUIM, cfg: Config) -> dict[str, torch.optim.Optimizer]:
     return opts
 
 
-def _lr_scale(step: int, cfg: Config) -> float:
-    w = cfg.train.warmup_steps
-    return min(1.0, (step + 1) / w) if w > 0 else 1.0
+def _lr_scale(step: int, cfg: Config, total_steps: int) -> float:
+    """Linear warm-up over warmup_steps, then constant or cosine decay to 0 at total_steps."""
+    tr = cfg.train
+    if tr.warmup_steps > 0 and step < tr.warmup_steps:
+        return (step + 1) / tr.warmup_steps
+    if tr.lr_schedule == "cosine":
+        span = max(total_steps - tr.warmup_steps, 1)
+        progress = min(max(step - tr.warmup_steps, 0) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def train(
@@ -284,7 +291,7 @@ def train(
             for batch in batches:
                 for opt in optimizers.values():
                     for g in opt.param_groups:
-                        g["lr"] = tr.lr * _lr_scale(state["step"], cfg)
+                        g["lr"] = tr.lr * _lr_scale(state["step"], cfg, tr.epochs * len(batches))
                     opt.zero_grad(set_to_none=True)
                 loss = step_loss(model, batch, cfg, known_t, sampler, generator)
                 loss.backward()
