@@ -220,3 +220,34 @@ def test_learning_rate_schedules():
     assert _lr_scale(10, cos, 110) == pytest.approx(1.0)
     assert _lr_scale(60, cos, 110) == pytest.approx(0.5)
     assert _lr_scale(110, cos, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["next", "masked"])
+def test_all_windows_predict_every_interaction_once(objective):
+    from guim.data.dataset import Sequences
+
+    lengths = [2, 5, 12, 13, 30, 1]
+    seqs = Sequences.from_lists(
+        [list(range(100 * (r + 1), 100 * (r + 1) + n)) for r, n in enumerate(lengths)]
+    )
+    cfg = load_config(
+        None,
+        [
+            "data.max_len=5",
+            "data.windows=all",
+            f"train.objective={objective}",
+            "train.batch_size=3",
+            "train.mask_prob=1.0",
+            "train.last_mask_prob=0.0",
+        ],
+    )
+    batches = make_batches(seqs, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    targets = np.concatenate([b.targets[b.targets > 0].numpy() for b in batches])
+    expected = [
+        i
+        for r, n in enumerate(lengths)
+        if n >= 2
+        for i in range(100 * (r + 1) + (objective == "next"), 100 * (r + 1) + n)
+    ]
+    assert sorted(targets.tolist()) == sorted(expected)
+    assert all(b.items.shape[1] <= 5 for b in batches)

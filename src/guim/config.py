@@ -25,6 +25,9 @@ class DataConfig:
 
     scheme: Literal["loo", "temporal", "cold"] = "loo"
     max_len: int = 50  # positions per training window / user history
+    # training windows per epoch: "crop" = one per user (random crop of long histories),
+    # "all" = consecutive windows covering every interaction of every user
+    windows: Literal["crop", "all"] = "crop"
     use_attributes: bool = True  # add attribute-id embeddings to item tokens
     use_text: bool = False  # add a projected sentence-encoder vector of the item title
     use_events: bool = True  # add event-type embeddings at each position

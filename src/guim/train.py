@@ -71,17 +71,34 @@ def build_model(cfg: Config, dataset: Dataset, known: np.ndarray) -> GUIM:
 def make_batches(
     seqs: Sequences, cfg: Config, rng: np.random.Generator, generator: torch.Generator
 ) -> list[Batch]:
-    """One epoch of batches: a window per user (a random crop when the sequence is longer than
-    the model's window), grouped by length to limit padding, batches in random order."""
+    """One epoch of batches of windows over the training sequences, grouped by length to limit
+    padding, batches in random order.
+
+    data.windows = "crop": one window per user, a random crop when the sequence is longer than
+    the model's window. "all": every sequence is cut, from its end, into consecutive windows whose
+    targets do not overlap, so each interaction is predicted once per epoch however long the
+    history.
+    """
     max_len, next_item = cfg.data.max_len, cfg.train.objective == "next"
     span = max_len + 1 if next_item else max_len
+    step = span - 1 if next_item else span  # next-item windows share one (input-only) item
     lengths = seqs.lengths
     rows = np.flatnonzero(lengths >= 2)
     n = lengths[rows]
-    start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
-    take = np.minimum(n, span)
-    starts = seqs.offsets[rows] + start_in_row
-    order = np.lexsort((rng.random(len(rows)), take))  # by length, random among equals
+    if cfg.data.windows == "crop":
+        start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
+        take = np.minimum(n, span)
+        starts = seqs.offsets[rows] + start_in_row
+    else:
+        # window j of a row ends at n - j * step; a window needs >= 2 items (one target)
+        n_windows = 1 + np.maximum(n - 2, 0) // step
+        row_of = np.repeat(np.arange(len(rows)), n_windows)
+        j = np.arange(len(row_of)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+        end = n[row_of] - j * step
+        start = np.maximum(end - span, 0)
+        take = end - start
+        starts = seqs.offsets[rows][row_of] + start
+    order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
     bs = cfg.train.batch_size
     chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
     rng.shuffle(chunks)
