@@ -252,8 +252,9 @@ def baseline(
         overrides.update(parse_override(text))
     results = {}
     for name in names:
-        emb = build(name, ds, scheme, **overrides.get(name, {}))
-        results[name] = evaluate(emb, ds, scheme, split)
+        with console.status(f"fitting {name} on the {scheme} training split"):
+            emb = build(name, ds, scheme, **overrides.get(name, {}))
+        results[name] = evaluate(emb, ds, scheme, split, show_progress=True)
         if out:
             save(emb, out / name, dataset_hash=ds.hash, scheme=scheme)
     _show(results, as_json, f"{ds.name} {scheme} {split}")
@@ -320,7 +321,9 @@ def eval_cmd(
     ds = Dataset(dataset or info["path"])
     if ds.hash != info["hash"]:
         console.print("[yellow]warning: this dataset differs from the one the run trained on[/]")
-    res = evaluate(r, ds, scheme or r.cfg.data.scheme, split, mask_history=mask_history)
+    res = evaluate(
+        r, ds, scheme or r.cfg.data.scheme, split, mask_history=mask_history, show_progress=True
+    )
     _show({"guim": res}, as_json, f"{ds.name} {split}")
 
 

@@ -13,7 +13,9 @@ from guim.metrics import metrics_from_ranks, rank_targets
 DEFAULT_KS = (5, 10, 20)
 
 
-def rank_cases(embedder: Embedder, cases: EvalCases, mask_history: bool = True) -> np.ndarray:
+def rank_cases(
+    embedder: Embedder, cases: EvalCases, mask_history: bool = True, show_progress: bool = False
+) -> np.ndarray:
     """0-based rank of every case's target under `embedder` (history masked by default)."""
     users = embedder.embed_users(cases.history)
     items = embedder.embed_items()
@@ -25,6 +27,7 @@ def rank_cases(embedder: Embedder, cases: EvalCases, mask_history: bool = True) 
         seen=seen,
         candidates=cases.candidates,
         scorer=scorer_of(embedder),
+        show_progress=show_progress,
     )
 
 
@@ -35,6 +38,7 @@ def evaluate(
     split: Split = "test",
     ks: Sequence[int] = DEFAULT_KS,
     mask_history: bool = True,
+    show_progress: bool = False,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR@K of `embedder` on `dataset`'s `split` cases under `scheme`.
 
@@ -42,7 +46,7 @@ def evaluate(
     the protocol of the published S3-Rec-lineage results.
     """
     cases = dataset.eval_cases(scheme, split)
-    ranks = rank_cases(embedder, cases, mask_history=mask_history)
+    ranks = rank_cases(embedder, cases, mask_history=mask_history, show_progress=show_progress)
     out = metrics_from_ranks(ranks, ks)
     out["n_cases"] = len(cases)
     return out

@@ -73,6 +73,7 @@ def rank_targets(
     scorer: Scorer = max_dot,
     batch_size: int = 1024,
     chunk_size: int = 32768,
+    show_progress: bool = False,
 ) -> np.ndarray:
     """0-based rank of each case's target among the candidate items (pessimistic ties).
 
@@ -112,7 +113,12 @@ def rank_targets(
     dim = users.shape[-1]
 
     ranks = np.zeros(n_cases, dtype=np.int64)
-    for b0 in range(0, n_cases, batch_size):
+    batches = range(0, n_cases, batch_size)
+    if show_progress:
+        from guim.progress import track
+
+        batches = track(batches, "ranking", total=len(batches))  # type: ignore[assignment]
+    for b0 in batches:
         b1 = min(b0 + batch_size, n_cases)
         u = users[b0:b1]
         t = torch.from_numpy(targets[b0:b1])
