@@ -84,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["beauty", "synthetic", "ml-100k"])
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true", help="keep the other datasets already in --out")
     args = ap.parse_args()
 
     from guim.data.dataset import Dataset
@@ -101,6 +102,7 @@ def main() -> None:
     write_results(
         args.out,
         results,
+        merge=args.merge,
         protocol="cold scheme, test split: a user's first interaction with a test cold item, "
         "ranked among all test cold items, history masked, full ranking over that set",
     )

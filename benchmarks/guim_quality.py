@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     ap.add_argument("--set", action="append", default=[], help="extra --set for guim train")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true", help="keep the other datasets already in --out")
     args = ap.parse_args()
 
     from guim.provenance import write_results
@@ -112,6 +113,7 @@ def main() -> None:
     write_results(
         args.out,
         results,
+        merge=args.merge,
         protocol="leave-one-out test split, full ranking over all items, history masked, "
         "pessimistic ties",
         published_NDCG_at_10=PUBLISHED,

@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true", help="keep the other datasets already in --out")
     args = ap.parse_args()
 
     from guim.provenance import write_results
@@ -123,6 +124,7 @@ def main() -> None:
     write_results(
         args.out,
         results,
+        merge=args.merge,
         protocol="leave-one-out test split, full ranking, history masked; Recall@20 = HR@20 "
         "(one target per user); interest recovery: see guim.bench.interests",
         overrides=args.set,

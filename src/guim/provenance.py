@@ -98,7 +98,12 @@ def write_results(
     command: str | None = None,
     **extra: Any,
 ) -> Path:
-    """Write a results JSON in the project's shape (see module docstring)."""
+    """Write a results JSON in the project's shape (see module docstring).
+
+    With `merge=True` (a keyword in `extra`) an existing file at `path` keeps the datasets this
+    call does not produce: the file then records every command that contributed, joined by
+    " && ", and the machine and revision of each."""
+    merge = bool(extra.pop("merge", False))
     doc = {
         "command": command or current_command(),
         "machine": machine(),
@@ -106,4 +111,17 @@ def write_results(
         "results": results,
         **extra,
     }
+    path = Path(path)
+    if merge and path.exists():
+        from guim.io import read_json
+
+        old = read_json(path)
+        kept = {k: v for k, v in old.get("results", {}).items() if k not in results}
+        if kept:
+            doc["results"] = {**kept, **results}
+            for key in ("command", "machine", "git"):
+                if old.get(key) and old[key] != doc[key]:
+                    doc[key] = f"{old[key]} && {doc[key]}"
+            for key, value in old.items():
+                doc.setdefault(key, value)
     return write_json(path, doc)

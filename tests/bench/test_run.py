@@ -290,3 +290,30 @@ def test_guim_bench_cli(shop, tmp_path):
 
     bad = CliRunner().invoke(app, ["bench", "--run", "nolabel", "--dataset", str(data)])
     assert bad.exit_code == 2 and "LABEL=PATH" in bad.output
+
+
+def test_label_combines_trained_and_given_runs_of_other_schemes(shop, tmp_path):
+    data, runs = shop
+    kw = dict(tasks=["next_item"], baselines=[], train_overrides=TINY)
+    path = bench(
+        [ModelSpec.from_runs("mix", [runs["cold"]])],
+        data,
+        tmp_path / "b",
+        train=["mix=tiny"],
+        **kw,
+    )
+    doc = read_json(path)
+    assert doc["models"]["mix"]["runs"] == {
+        "loo": str(tmp_path / "b" / "runs" / "mix-loo"),
+        "cold": str(runs["cold"]),
+    }
+    # the same label twice on one scheme is refused before anything trains
+    with pytest.raises(ValueError, match=r"mix \(cold\)"):
+        bench(
+            [ModelSpec.from_runs("mix", [runs["cold"]])],
+            data,
+            tmp_path / "c",
+            train=["mix=tiny:cold"],
+            **kw,
+        )
+    assert not (tmp_path / "c" / "runs").exists()

@@ -367,13 +367,28 @@ def bench(
     # ---- models: GUIM (given or trained here), baselines, peers ---------------------------
     specs = [ModelSpec(m.label.lower(), dict(m.runs)) for m in models]
     peers = [p.lower() for p in peers]
-    labels = list(dict.fromkeys(parse_train(t)[0] for t in train)) + [s.label for s in specs]
+    # a label may combine runs trained here with given runs of other schemes
+    to_train = [(label, scheme) for label, _, scheme in map(parse_train, train)]
+    given = [(s.label, scheme) for s in specs for scheme in s.runs]
+    pairs = to_train + given
+    labels = [s.label for s in specs]
     reserved = {BASELINE_SPECS[b][0] for b in baselines} | set(peers)
-    clash = sorted({x for x in labels if labels.count(x) > 1} | (set(labels) & reserved))
+    clash = sorted(
+        {x for x in labels if labels.count(x) > 1}
+        | {f"{label} ({scheme})" for label, scheme in pairs if pairs.count((label, scheme)) > 1}
+        | ({label for label, _ in pairs} & reserved)
+    )
     if clash:
-        raise ValueError(f"model labels must be unique and differ from baselines/peers: {clash}")
+        raise ValueError(
+            f"model labels must be unique per split scheme and differ from baselines/peers: {clash}"
+        )
     if train:
-        specs = train_models(train, dataset_dir, out_dir, seed, train_overrides) + specs
+        trained = train_models(train, dataset_dir, out_dir, seed, train_overrides)
+        by_label = {s.label: s for s in specs}
+        for spec in trained:
+            if spec.label in by_label:
+                by_label[spec.label].runs.update(spec.runs)
+        specs = [s for s in trained if s.label not in by_label] + specs
     entries: dict[str, dict[str, Any]] = {}
     embedders: dict[str, dict[str, Any]] = {}  # label -> scheme -> Embedder or loader
     for spec in specs:
