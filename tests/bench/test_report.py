@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from guim.bench.leaderboard import build_leaderboard, update_readme
@@ -273,3 +274,20 @@ def test_leaderboard_table_and_readme_markers(tmp_path):
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="leaderboard:start"):
         update_readme(readme, table)
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from guim.bench.screenshot import BINARIES, find_chromium, screenshot
+
+    try:
+        find_chromium()
+    except FileNotFoundError:
+        pytest.skip(f"no Chromium binary on PATH ({', '.join(BINARIES)}); apt-get install chromium")
+    import matplotlib.image as mpimg
+
+    png = screenshot(report[1], tmp_path / "shot.png", width=900, height=1200)
+    pixels = mpimg.imread(png)
+    assert pixels.shape[:2] == (1200, 900)
+    # the page drew something: neither blank nor one flat colour
+    assert pixels[..., :3].std() > 0.05
+    assert len(np.unique(pixels[..., :3].reshape(-1, 3).round(2), axis=0)) > 50
