@@ -5,7 +5,9 @@ well the K vectors recover the planted interests (guim.bench.interests). On Beau
 sweep on next-item quality. Every model is the dataset's preset with only model.n_interests
 changed, trained and evaluated on the same splits.
 
-    .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8]
+    .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] [--set k=v]
+
+`--set` overrides apply to every K and are recorded per dataset under "overrides".
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def main() -> None:
         merge=args.merge,
         protocol="leave-one-out test split, full ranking, history masked; Recall@20 = HR@20 "
         "(one target per user); interest recovery: see guim.bench.interests",
-        overrides=args.set,
+        overrides={name: args.set for name in args.datasets},
     )
 
 

@@ -13,8 +13,10 @@ def test_write_results_shape(tmp_path):
 
 def test_merge_keeps_other_datasets_and_records_both_commands(tmp_path):
     path = tmp_path / "r.json"
-    write_results(path, {"beauty": {"guim": {"NDCG@10": 0.5}}}, "cmd a", note="x")
-    write_results(path, {"lastfm": {"guim": {"NDCG@10": 0.4}}}, "cmd b", merge=True)
+    write_results(path, {"beauty": {"guim": {"NDCG@10": 0.5}}}, "cmd a", note="x", o={"beauty": 1})
+    write_results(
+        path, {"lastfm": {"guim": {"NDCG@10": 0.4}}}, "cmd b", merge=True, o={"lastfm": 2}
+    )
     doc = json.loads(path.read_text())
     assert doc["results"] == {
         "beauty": {"guim": {"NDCG@10": 0.5}},
@@ -22,6 +24,7 @@ def test_merge_keeps_other_datasets_and_records_both_commands(tmp_path):
     }
     assert doc["command"] == "cmd a && cmd b"
     assert doc["note"] == "x"
+    assert doc["o"] == {"beauty": 1, "lastfm": 2}  # per-dataset extras merge too
     # a re-run of the same dataset replaces it; without merge the file is replaced
     write_results(path, {"lastfm": {"guim": {"NDCG@10": 0.3}}}, "cmd c", merge=True)
     assert json.loads(path.read_text())["results"]["lastfm"]["guim"]["NDCG@10"] == 0.3

@@ -123,5 +123,8 @@ def write_results(
                 if old.get(key) and old[key] != doc[key]:
                     doc[key] = f"{old[key]} && {doc[key]}"
             for key, value in old.items():
-                doc.setdefault(key, value)
+                if isinstance(value, dict) and isinstance(doc.get(key), dict):
+                    doc[key] = {**value, **doc[key]}  # e.g. per-dataset settings
+                else:
+                    doc.setdefault(key, value)
     return write_json(path, doc)
