@@ -18,6 +18,7 @@ from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import PrepareConfig, prepare
 from guim.embed import Embedder
 from guim.evaluate import evaluate, rank_cases
+from guim.io import read_json
 from guim.peers.recbole import (
     SplitMismatch,
     check_splits,
@@ -55,18 +56,17 @@ def sasrec(tmp_path_factory, lastfm):
 
 @pytest.fixture(scope="module")
 def bert4rec(tmp_path_factory, lastfm):
-    # a time cap far below one epoch: it must stop after the first
+    # a time cap far below one epoch: it must stop after the first. No `threads`: the peer must
+    # keep torch's setting (what OMP_NUM_THREADS gives a `guim bench` and its GUIM runs)
     out = tmp_path_factory.mktemp("bert4rec")
-    return run_peer(
-        "bert4rec",
-        lastfm.path,
-        out,
-        1e-6,
-        max_epochs=3,
-        threads=1,
-        overrides=SMALL,
-        show_progress=False,
-    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_peer(
+            "bert4rec", lastfm.path, out, 1e-6, max_epochs=3, overrides=SMALL, show_progress=False
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(params=["sasrec", "bert4rec"])
@@ -174,6 +174,10 @@ def test_peer_run_fields(run, lastfm):
 def test_caps(sasrec, bert4rec):
     assert sasrec.epochs == 2 and sasrec.cap.startswith("epochs")
     assert bert4rec.epochs == 1 and bert4rec.cap.startswith("time cap")
+
+
+def test_peer_keeps_torch_threads_by_default(bert4rec):
+    assert read_json(bert4rec.out_dir / "peer.json")["threads"] == 1
 
 
 def test_load_peer_gives_the_same_embeddings(sasrec, lastfm):

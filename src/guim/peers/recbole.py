@@ -420,7 +420,7 @@ def run_peer(
     max_epochs: int | None = None,
     *,
     patience: int | None = 10,
-    threads: int = 2,
+    threads: int = 0,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = True,
 ) -> PeerRun:
@@ -429,8 +429,10 @@ def run_peer(
     Stops after the epoch at which the training time reaches `max_minutes` (0 or inf: no time
     cap), after `max_epochs`, or after `patience` epochs without a better valid NDCG@10 (our
     protocol, checked every epoch; RecBole's default stopping_step). The best epoch's weights
-    are kept. `threads` fixes torch's CPU threads; `overrides` replaces RecBole settings
-    (HPARAMS). Writes (over any earlier run) out_dir/{recbole/ (atomic files),
+    are kept. `threads` fixes torch's CPU threads (0: leave torch's setting, i.e.
+    OMP_NUM_THREADS or the core count - the rule guim's `train.threads = 0` follows, so a peer
+    and a GUIM run trained in one `guim bench` use the same threads); `overrides` replaces
+    RecBole settings (HPARAMS). Writes (over any earlier run) out_dir/{recbole/ (atomic files),
     train_log.jsonl, model.safetensors (best weights), peer.json}; `load_peer` reads it back.
     """
     if max_epochs is not None and max_epochs < 1:
