@@ -222,11 +222,13 @@ def test_learning_rate_schedules():
     assert _lr_scale(110, cos, 110) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("objective", ["next", "masked"])
-def test_all_windows_predict_every_interaction_once(objective):
+@pytest.mark.parametrize(
+    ("objective", "stride"), [("next", 0), ("masked", 0), ("next", 1), ("next", 2), ("next", 5)]
+)
+def test_all_windows_predict_every_interaction_once(objective, stride):
     from guim.data.dataset import Sequences
 
-    lengths = [2, 5, 12, 13, 30, 1]
+    lengths = [2, 5, 6, 7, 11, 12, 13, 30, 1]
     seqs = Sequences.from_lists(
         [list(range(100 * (r + 1), 100 * (r + 1) + n)) for r, n in enumerate(lengths)]
     )
@@ -239,10 +241,21 @@ def test_all_windows_predict_every_interaction_once(objective):
             "train.batch_size=3",
             "train.mask_prob=1.0",
             "train.last_mask_prob=0.0",
+            f"data.window_stride={stride}",
         ],
     )
     batches = make_batches(seqs, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
     targets = np.concatenate([b.targets[b.targets > 0].numpy() for b in batches])
+    if objective == "next":
+        # each target sees every earlier item of its row, or at least max_len - stride of them
+        min_context = 5 - (stride or 5)
+        for b in batches:
+            for row_items, row_targets in zip(b.items.numpy(), b.targets.numpy(), strict=True):
+                for pos in np.flatnonzero(row_targets):
+                    seen = row_items[: pos + 1][row_items[: pos + 1] > 0]
+                    target = row_targets[pos]
+                    assert seen[-1] == target - 1  # items of a row are consecutive integers
+                    assert len(seen) >= min(min_context, target % 100)
     expected = [
         i
         for r, n in enumerate(lengths)
@@ -251,3 +264,17 @@ def test_all_windows_predict_every_interaction_once(objective):
     ]
     assert sorted(targets.tolist()) == sorted(expected)
     assert all(b.items.shape[1] <= 5 for b in batches)
+
+
+def test_window_stride_is_checked():
+    from guim.data.dataset import Sequences
+
+    seqs = Sequences.from_lists([[1, 2, 3, 4]])
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    for overrides in (
+        ["data.windows=all", "data.max_len=3", "data.window_stride=4"],
+        ["data.windows=crop", "data.max_len=3", "data.window_stride=1"],
+        ["data.windows=all", "data.window_stride=2", "train.objective=masked"],
+    ):
+        with pytest.raises(ValueError, match="window_stride"):
+            make_batches(seqs, load_config(None, overrides), rng, gen)

@@ -28,6 +28,12 @@ class DataConfig:
     # training windows per epoch: "crop" = one per user (random crop of long histories),
     # "all" = consecutive windows covering every interaction of every user
     windows: Literal["crop", "all"] = "crop"
+    # windows = "all", next-item objective: distance between the ends of consecutive windows
+    # (0 = max_len: windows do not overlap). With a smaller stride the windows overlap and each
+    # window is trained only on its last `window_stride` targets, so every target is predicted
+    # once per epoch with at least max_len - window_stride items of context (1 = every prefix,
+    # as SASRec implementations that train one example per prefix).
+    window_stride: int = 0
     use_attributes: bool = True  # add attribute-id embeddings to item tokens
     use_text: bool = False  # add a projected sentence-encoder vector of the item title
     use_events: bool = True  # add event-type embeddings at each position

@@ -75,29 +75,41 @@ def make_batches(
     padding, batches in random order.
 
     data.windows = "crop": one window per user, a random crop when the sequence is longer than
-    the model's window. "all": every sequence is cut, from its end, into consecutive windows whose
-    targets do not overlap, so each interaction is predicted once per epoch however long the
-    history.
+    the model's window. "all": every sequence is cut, from its end, into windows ending
+    `data.window_stride` items apart (default: max_len, i.e. consecutive windows whose targets do
+    not overlap); a window is trained on its last `window_stride` targets only (the first window
+    of a sequence on all of its own), so each interaction is predicted once per epoch however long
+    the history, and with a smaller stride every target sees more context.
     """
     max_len, next_item = cfg.data.max_len, cfg.train.objective == "next"
     span = max_len + 1 if next_item else max_len
     step = span - 1 if next_item else span  # next-item windows share one (input-only) item
+    stride = cfg.data.window_stride or step
+    if not 0 < stride <= step:
+        raise ValueError(f"data.window_stride must be between 1 and max_len ({step}), got {stride}")
+    if stride != step and (not next_item or cfg.data.windows != "all"):
+        raise ValueError(
+            "data.window_stride applies to data.windows='all' with the next-item objective only"
+        )
     lengths = seqs.lengths
     rows = np.flatnonzero(lengths >= 2)
     n = lengths[rows]
+    n_targets = None  # trailing targets trained per window (None: all of them)
     if cfg.data.windows == "crop":
         start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
         take = np.minimum(n, span)
         starts = seqs.offsets[rows] + start_in_row
     else:
-        # window j of a row ends at n - j * step; a window needs >= 2 items (one target)
-        n_windows = 1 + np.maximum(n - 2, 0) // step
+        # window j of a row ends at n - j * stride, until one starts at the row's first item
+        n_windows = 1 + (np.maximum(n - span, 0) + stride - 1) // stride
         row_of = np.repeat(np.arange(len(rows)), n_windows)
         j = np.arange(len(row_of)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-        end = n[row_of] - j * step
+        end = n[row_of] - j * stride
         start = np.maximum(end - span, 0)
         take = end - start
         starts = seqs.offsets[rows][row_of] + start
+        if stride != step:
+            n_targets = np.where(start > 0, stride, take)
     order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
     bs = cfg.train.batch_size
     chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
@@ -118,6 +130,9 @@ def make_batches(
             targets = np.zeros_like(items[:, 1:])
             targets[:] = items[:, 1:]
             targets[items[:, :-1] == 0] = 0
+            if n_targets is not None:  # overlapping windows: only the last n_targets count
+                keep = np.arange(t - 1)[None, :] >= (t - 1) - n_targets[chunk][:, None]
+                targets[~keep] = 0
             batches.append(
                 Batch(
                     torch.from_numpy(items[:, :-1]),
