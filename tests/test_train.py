@@ -223,9 +223,19 @@ def test_learning_rate_schedules():
 
 
 @pytest.mark.parametrize(
-    ("objective", "stride"), [("next", 0), ("masked", 0), ("next", 1), ("next", 2), ("next", 5)]
+    ("objective", "stride", "recent"),
+    [
+        ("next", 0, 0),
+        ("masked", 0, 0),
+        ("next", 1, 0),
+        ("next", 2, 0),
+        ("next", 5, 0),
+        ("next", 0, 7),
+        ("next", 2, 7),
+        ("next", 3, 1),
+    ],
 )
-def test_all_windows_predict_every_interaction_once(objective, stride):
+def test_all_windows_predict_every_interaction_once(objective, stride, recent):
     from guim.data.dataset import Sequences
 
     lengths = [2, 5, 6, 7, 11, 12, 13, 30, 1]
@@ -242,6 +252,7 @@ def test_all_windows_predict_every_interaction_once(objective, stride):
             "train.mask_prob=1.0",
             "train.last_mask_prob=0.0",
             f"data.window_stride={stride}",
+            f"data.recent_targets={recent}",
         ],
     )
     batches = make_batches(seqs, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
@@ -261,6 +272,7 @@ def test_all_windows_predict_every_interaction_once(objective, stride):
         for r, n in enumerate(lengths)
         if n >= 2
         for i in range(100 * (r + 1) + (objective == "next"), 100 * (r + 1) + n)
+        if not recent or i >= 100 * (r + 1) + n - recent  # the row's last `recent` items only
     ]
     assert sorted(targets.tolist()) == sorted(expected)
     assert all(b.items.shape[1] <= 5 for b in batches)
@@ -275,6 +287,8 @@ def test_window_stride_is_checked():
         ["data.windows=all", "data.max_len=3", "data.window_stride=4"],
         ["data.windows=crop", "data.max_len=3", "data.window_stride=1"],
         ["data.windows=all", "data.window_stride=2", "train.objective=masked"],
+        ["data.windows=crop", "data.recent_targets=5"],
+        ["data.windows=all", "data.recent_targets=-1"],
     ):
-        with pytest.raises(ValueError, match="window_stride"):
+        with pytest.raises(ValueError, match="window_stride|recent_targets"):
             make_batches(seqs, load_config(None, overrides), rng, gen)

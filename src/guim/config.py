@@ -34,6 +34,10 @@ class DataConfig:
     # once per epoch with at least max_len - window_stride items of context (1 = every prefix,
     # as SASRec implementations that train one example per prefix).
     window_stride: int = 0
+    # windows = "all": train only on each user's most recent `recent_targets` training
+    # interactions (0 = all of them); older ones are still read as context. Long, old histories
+    # can pull a small model away from what users do now.
+    recent_targets: int = 0
     use_attributes: bool = True  # add attribute-id embeddings to item tokens
     use_text: bool = False  # add a projected sentence-encoder vector of the item title
     use_events: bool = True  # add event-type embeddings at each position

@@ -91,6 +91,12 @@ def make_batches(
         raise ValueError(
             "data.window_stride applies to data.windows='all' with the next-item objective only"
         )
+    recent = cfg.data.recent_targets
+    if recent < 0 or (recent and (not next_item or cfg.data.windows != "all")):
+        raise ValueError(
+            "data.recent_targets must be >= 0 and applies to data.windows='all' with the "
+            f"next-item objective only, got {recent}"
+        )
     lengths = seqs.lengths
     rows = np.flatnonzero(lengths >= 2)
     n = lengths[rows]
@@ -108,8 +114,15 @@ def make_batches(
         start = np.maximum(end - span, 0)
         take = end - start
         starts = seqs.offsets[rows][row_of] + start
-        if stride != step:
-            n_targets = np.where(start > 0, stride, take)
+        if stride != step or recent:
+            # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
+            n_targets = np.where(start > 0, stride, take - 1)
+            if recent:
+                # only targets among the row's last `recent` items: [n - recent, n)
+                first = np.maximum(n[row_of] - recent, 1)
+                n_targets = np.minimum(n_targets, end - first)
+                keep = n_targets > 0
+                n_targets, take, starts = n_targets[keep], take[keep], starts[keep]
     order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
     bs = cfg.train.batch_size
     chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
