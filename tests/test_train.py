@@ -290,5 +290,5 @@ def test_window_stride_is_checked():
         ["data.windows=crop", "data.recent_targets=5"],
         ["data.windows=all", "data.recent_targets=-1"],
     ):
-        with pytest.raises(ValueError, match="window_stride|recent_targets"):
+        with pytest.raises(ValueError, match=r"window_stride|recent_targets"):
             make_batches(seqs, load_config(None, overrides), rng, gen)
