@@ -81,6 +81,24 @@ def test_left_padding_does_not_change_outputs(objective):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_causal_position_states_equal_prefix_outputs_only_from_start(positions):
+    """With position ids from the start, the state at each position of a window is the user
+    vector of the prefix ending there: training every position = one example per prefix."""
+    m = tiny_model("train.objective=next", f"model.positions={positions}")
+    items, events, times = batch(t=6)
+    states = m.output(m.encode(items, events, times))  # (B, T, 1, D)
+    gaps = []
+    for end in range(1, 6):
+        prefix = m.user_vectors(items[:, :end], events[:, :end], times[:, :end])
+        real = items[:, end - 1] > 0
+        gaps.append((states[real, end - 1] - prefix[real]).abs().max().item())
+    if positions == "from_start":
+        assert max(gaps) < 1e-5
+    else:  # ids counted from the window's end shift with the window
+        assert max(gaps) > 1e-3
+
+
 def test_cold_item_vector_ignores_its_id_embedding():
     m = tiny_model("data.use_text=true")
     before = m.item_vectors()[5].clone()
