@@ -278,11 +278,7 @@ def test_all_windows_predict_every_interaction_once(objective, stride, recent):
     assert all(b.items.shape[1] <= 5 for b in batches)
 
 
-def test_window_stride_is_checked():
-    from guim.data.dataset import Sequences
-
-    seqs = Sequences.from_lists([[1, 2, 3, 4]])
-    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+def test_window_stride_is_checked_at_start_up():
     for overrides in (
         ["data.windows=all", "data.max_len=3", "data.window_stride=4"],
         ["data.windows=crop", "data.max_len=3", "data.window_stride=1"],
@@ -291,4 +287,7 @@ def test_window_stride_is_checked():
         ["data.windows=all", "data.recent_targets=-1"],
     ):
         with pytest.raises(ValueError, match=r"window_stride|recent_targets"):
-            make_batches(seqs, load_config(None, overrides), rng, gen)
+            load_config(None, overrides)
+    # the stride bound follows the final max_len, whatever the order of the overrides
+    cfg = load_config(None, ["data.windows=all", "data.window_stride=8", "data.max_len=10"])
+    assert cfg.data.window_stride == 8

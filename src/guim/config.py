@@ -230,6 +230,25 @@ def preset_path(name: str) -> Path:
     raise ConfigError(f"no preset {name!r}: not a .toml file, and not one of {available}")
 
 
+def check(cfg: Config, source: str = "config") -> Config:
+    """Settings that are valid alone but not together; run on every fully resolved config."""
+    d, next_item = cfg.data, cfg.train.objective == "next"
+    if not 0 <= d.window_stride <= d.max_len:
+        raise ConfigError(
+            f"{source}: 'data.window_stride' must be between 0 and data.max_len ({d.max_len}), "
+            f"got {d.window_stride}"
+        )
+    if d.recent_targets < 0:
+        raise ConfigError(f"{source}: 'data.recent_targets' must be >= 0, got {d.recent_targets}")
+    overlapping = d.window_stride not in (0, d.max_len)
+    if (overlapping or d.recent_targets) and (d.windows != "all" or not next_item):
+        raise ConfigError(
+            f"{source}: 'data.window_stride' and 'data.recent_targets' apply to "
+            "data.windows='all' with the next-item objective only"
+        )
+    return cfg
+
+
 def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the preset's differences, then each `--set` override, in that order."""
     cfg = Config()
@@ -239,10 +258,10 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
             cfg = from_dict(tomllib.load(f), cfg, source=str(path))
     for text in overrides:
         cfg = from_dict(parse_override(text), cfg, source=f"--set {text}")
-    return cfg
+    return check(cfg, source=f"preset {preset}" if preset else "config")
 
 
 def config_from_json(path: str | Path) -> Config:
     """Rebuild the Config saved in a run directory (config.json)."""
     with open(path, encoding="utf-8") as f:
-        return from_dict(json.load(f), source=str(path))
+        return check(from_dict(json.load(f), source=str(path)), source=str(path))

@@ -84,23 +84,12 @@ def make_batches(
     max_len, next_item = cfg.data.max_len, cfg.train.objective == "next"
     span = max_len + 1 if next_item else max_len
     step = span - 1 if next_item else span  # next-item windows share one (input-only) item
-    stride = cfg.data.window_stride or step
-    if not 0 < stride <= step:
-        raise ValueError(f"data.window_stride must be between 1 and max_len ({step}), got {stride}")
-    if stride != step and (not next_item or cfg.data.windows != "all"):
-        raise ValueError(
-            "data.window_stride applies to data.windows='all' with the next-item objective only"
-        )
-    recent = cfg.data.recent_targets
-    if recent < 0 or (recent and (not next_item or cfg.data.windows != "all")):
-        raise ValueError(
-            "data.recent_targets must be >= 0 and applies to data.windows='all' with the "
-            f"next-item objective only, got {recent}"
-        )
+    # window_stride / recent_targets are checked with the config (guim.config.check)
+    stride, recent = cfg.data.window_stride or step, cfg.data.recent_targets
     lengths = seqs.lengths
     rows = np.flatnonzero(lengths >= 2)
     n = lengths[rows]
-    n_targets = None  # trailing targets trained per window (None: all of them)
+    n_targets = None  # "all": targets trained per window, its last ones (crop: all of them)
     if cfg.data.windows == "crop":
         start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
         take = np.minimum(n, span)
@@ -114,15 +103,14 @@ def make_batches(
         start = np.maximum(end - span, 0)
         take = end - start
         starts = seqs.offsets[rows][row_of] + start
-        if stride != step or recent:
-            # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
-            n_targets = np.where(start > 0, stride, take - 1)
-            if recent:
-                # only targets among the row's last `recent` items: [n - recent, n)
-                first = np.maximum(n[row_of] - recent, 1)
-                n_targets = np.minimum(n_targets, end - first)
-                keep = n_targets > 0
-                n_targets, take, starts = n_targets[keep], take[keep], starts[keep]
+        # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
+        n_targets = np.where(start > 0, stride, take - 1)
+        if recent:
+            # only targets among the row's last `recent` items: [n - recent, n)
+            first = np.maximum(n[row_of] - recent, 1)
+            n_targets = np.minimum(n_targets, end - first)
+            keep = n_targets > 0
+            n_targets, take, starts = n_targets[keep], take[keep], starts[keep]
     order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
     bs = cfg.train.batch_size
     chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
@@ -143,7 +131,7 @@ def make_batches(
             targets = np.zeros_like(items[:, 1:])
             targets[:] = items[:, 1:]
             targets[items[:, :-1] == 0] = 0
-            if n_targets is not None:  # overlapping windows: only the last n_targets count
+            if n_targets is not None:  # "all" windows: only their last n_targets count
                 keep = np.arange(t - 1)[None, :] >= (t - 1) - n_targets[chunk][:, None]
                 targets[~keep] = 0
             batches.append(
