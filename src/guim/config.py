@@ -49,7 +49,7 @@ class DataConfig:
 class ModelConfig:
     """Encoder and user-representation head."""
 
-    encoder: Literal["transformer"] = "transformer"
+    encoder: Literal["transformer", "sru"] = "transformer"
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2
@@ -63,6 +63,10 @@ class ModelConfig:
     normalize: bool = False  # score by cosine: L2-normalised user and item vectors
     n_time_buckets: int = 32  # log2 buckets of the gap to the previous interaction
     positions: Literal["from_end", "from_start"] = "from_end"  # position ids counted from
+    # SRU++ encoder (models/sru.py): layers whose input projection is an attention sub-layer
+    # (negative indices count from the top), and that sub-layer's width (0 = dim // 2)
+    attention_layers: tuple[int, ...] = (-1,)
+    attention_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from guim.config import ModelConfig
+from guim.models.sru import SRUEncoder
 from guim.models.transformer import TransformerEncoder
 
-ENCODERS: dict[str, type[nn.Module]] = {"transformer": TransformerEncoder}
+ENCODERS: dict[str, type[nn.Module]] = {"transformer": TransformerEncoder, "sru": SRUEncoder}
 
 
 def build_encoder(cfg: ModelConfig) -> nn.Module:
