@@ -11,13 +11,17 @@ checkpoints/latest.json, so a kill at any moment leaves the previous checkpoint 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from guim.errors import CheckpointError
 from guim.io import atomic_file, read_json, write_json
 
 
@@ -29,7 +33,20 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """A safetensors file's {name: tensor}; CheckpointError naming the file when it is missing
+    or cannot be read (truncated, corrupt, not safetensors). Never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise CheckpointError(f"{path}: weights file {what}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({reason}); it may be truncated or "
+            "corrupt: restore it or train again"
+        ) from None
 
 
 # ---- optimiser state: tensors to safetensors, the rest to JSON ----------------------------
@@ -73,30 +90,49 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoints/epoch-NNNN and publish it as the latest; older ones are removed.
 
-    `extra` holds further named weight sets (e.g. the moving average) saved beside the model."""
+    `extra` holds further named weight sets (e.g. the moving average) saved beside the model.
+    The new checkpoint is complete before checkpoints/latest.json names it, and the one it
+    names is never touched before that: a failure (a full disk) or a kill at any moment leaves
+    the previous checkpoint loadable, and a failed write removes what it wrote."""
     ckpt_root = run_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    current = _latest_name(ckpt_root)
     ckpt = ckpt_root / f"epoch-{epoch:04d}"
-    if ckpt.exists():
+    if ckpt.name == current:  # the same epoch again: keep the published one until replaced
+        ckpt = ckpt_root / f"epoch-{epoch:04d}-{os.getpid()}-{time.time_ns()}"
+    elif ckpt.exists():  # an unpublished leftover
         shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True)
-    save_weights(ckpt / "model.safetensors", model.state_dict())
-    save_weights(ckpt / "best.safetensors", best)
-    for name, tensors in (extra or {}).items():
-        save_weights(ckpt / f"extra-{name}.safetensors", tensors)
-    optim_meta = {}
-    for name, opt in optimizers.items():
-        tensors, meta = optimizer_to_flat(opt)
-        save_weights(ckpt / f"optim-{name}.safetensors", tensors)
-        optim_meta[name] = meta
-    write_json(
-        ckpt / "state.json",
-        {**state, "epoch": epoch, "optimizers": optim_meta, "extra": sorted(extra or {})},
-    )
-    write_json(ckpt_root / "latest.json", {"checkpoint": ckpt.name, "epoch": epoch})
+    ckpt.mkdir()
+    try:
+        save_weights(ckpt / "model.safetensors", model.state_dict())
+        save_weights(ckpt / "best.safetensors", best)
+        for name, tensors in (extra or {}).items():
+            save_weights(ckpt / f"extra-{name}.safetensors", tensors)
+        optim_meta = {}
+        for name, opt in optimizers.items():
+            tensors, meta = optimizer_to_flat(opt)
+            save_weights(ckpt / f"optim-{name}.safetensors", tensors)
+            optim_meta[name] = meta
+        write_json(
+            ckpt / "state.json",
+            {**state, "epoch": epoch, "optimizers": optim_meta, "extra": sorted(extra or {})},
+        )
+        write_json(ckpt_root / "latest.json", {"checkpoint": ckpt.name, "epoch": epoch})
+    except BaseException:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        raise
     for old in ckpt_root.glob("epoch-*"):
         if old.name != ckpt.name:
             shutil.rmtree(old, ignore_errors=True)
     return ckpt
+
+
+def _latest_name(ckpt_root: Path) -> str | None:
+    """The checkpoint directory latest.json names, or None (none yet, or unreadable)."""
+    try:
+        return str(read_json(ckpt_root / "latest.json")["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_checkpoint(
@@ -107,8 +143,8 @@ def load_checkpoint(
     latest = run_dir / "checkpoints" / "latest.json"
     if not latest.exists():
         return None
-    ckpt = run_dir / "checkpoints" / read_json(latest)["checkpoint"]
-    state = read_json(ckpt / "state.json")
+    ckpt = run_dir / "checkpoints" / str(_read_checkpoint_json(latest)["checkpoint"])
+    state = _read_checkpoint_json(ckpt / "state.json")
     model.load_state_dict(load_weights(ckpt / "model.safetensors"))
     for name, opt in optimizers.items():
         optimizer_from_flat(
@@ -116,6 +152,18 @@ def load_checkpoint(
         )
     extra = {n: load_weights(ckpt / f"extra-{n}.safetensors") for n in state.get("extra", [])}
     return state, load_weights(ckpt / "best.safetensors"), extra
+
+
+def _read_checkpoint_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = read_json(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (the checkpoint is incomplete)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); the checkpoint is corrupt") from None
+    if not isinstance(doc, dict) or ("checkpoint" not in doc and "epoch" not in doc):
+        raise CheckpointError(f"{path}: not a guim checkpoint file")
+    return doc
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:

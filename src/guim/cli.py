@@ -6,6 +6,7 @@ baseline (random / popularity / item2vec) and quickstart (the whole chain on a s
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -16,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
+from guim.errors import UserError
 from guim.progress import console
 
 app = typer.Typer(
@@ -31,20 +33,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn expected failures (bad data, bad config, existing outputs) into one red line."""
+    """Turn the user's and the environment's failures into one red line and exit status 2.
+
+    Caught: UserError (bad options, inputs and outputs; DataError is one), ConfigError, and the
+    operating system refusing a path (missing, existing, not a directory, no permission, a
+    read-only or full file system). Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from guim.config import ConfigError
-        from guim.data.schema import DataError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
-            console.print(f"[bold red]error:[/] {e}")
+        except (UserError, ConfigError) as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as e:
+            if not isinstance(e, _PATH_ERRORS) and e.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            console.print(f"[bold red]error:[/] {_os_message(e)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_PATH_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _os_message(e: OSError) -> str:
+    """'<what went wrong>: <path>' on one line, whether or not the error carries its path."""
+    if e.filename is None:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    reason = e.strerror or type(e).__name__
+    return f"{where}: {reason}"
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str | tuple[str, str]]:
@@ -52,10 +81,27 @@ def _pairs(values: list[str], what: str) -> dict[str, str | tuple[str, str]]:
     out: dict[str, str | tuple[str, str]] = {}
     for v in values:
         if "=" not in v:
-            raise ValueError(f"{what} {v!r} must look like name=column")
+            raise UserError(f"{what} {v!r} must look like name=column")
         k, col = v.split("=", 1)
+        if not k.strip() or not col.strip():
+            raise UserError(f"{what} {v!r} must look like name=column")
         out[k.strip()] = col.strip()
     return out
+
+
+def _quantiles(text: str, option: str) -> tuple[float, float]:
+    """'0.8,0.9' -> (0.8, 0.9): two increasing fractions strictly between 0 and 1."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        q = tuple(float(p) for p in parts)
+    except ValueError:
+        q = ()
+    if len(q) != 2 or not 0.0 < q[0] <= q[1] < 1.0:
+        raise UserError(
+            f"{option} must be two quantiles of time 'q1,q2' with 0 < q1 <= q2 < 1 "
+            f"(e.g. 0.8,0.9), got {text!r}"
+        )
+    return q[0], q[1]
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -91,7 +137,10 @@ def prepare(
         typer.Option(help="Item column mapping, e.g. title=name, genres='genre_list[|]'."),
     ] = None,
     user_map: Annotated[list[str] | None, typer.Option(help="User column mapping.")] = None,
-    separator: Annotated[str | None, typer.Option(help="Field separator of text files.")] = None,
+    separator: Annotated[
+        str | None,
+        typer.Option(help="Field separator of CSV/TSV/TXT files: one character ('tab' or '\\t')."),
+    ] = None,
     time_unit: Annotated[
         str, typer.Option(help="Unit of numeric timestamps: s, ms, us, ns.")
     ] = "s",
@@ -110,8 +159,9 @@ def prepare(
 ) -> None:
     """Validate an event log, map ids to indices, split it and write a dataset directory."""
     from guim.data.loaders import load_raw
-    from guim.data.prepare import PrepareConfig, prepare
+    from guim.data.prepare import PrepareConfig, check_output, prepare
 
+    quantiles = _quantiles(temporal, "--temporal")
     if dataset:
         from guim.data.download import fetch, source_of
 
@@ -119,29 +169,28 @@ def prepare(
         format, input = source_of(dataset, local)
         name = name or dataset
     if input is None:
-        raise ValueError("give an INPUT path or --dataset NAME")
-    options: dict[str, Any] = {}
-    if format in ("auto", "generic") and (items or users or map or item_map or user_map):
-        format = "generic"
-        options = {
-            "mapping": _pairs(map or [], "--map"),
-            "items": items,
-            "item_mapping": _pairs(item_map or [], "--item-map") or None,
-            "users": users,
-            "user_mapping": _pairs(user_map or [], "--user-map") or None,
-            "separator": separator,
-            "time_unit": time_unit,
-        }
+        raise UserError("give an INPUT path or --dataset NAME")
+    check_output(out, [input], overwrite)  # before a long read, checked again before writing
+    # every option goes to the loader, which uses it or refuses it naming the option
+    options: dict[str, Any] = {"separator": separator, "time_unit": time_unit}
+    if items or users or map or item_map or user_map:
+        format = "generic" if format == "auto" else format
+        options.update(
+            mapping=_pairs(map or [], "--map"),
+            items=items,
+            item_mapping=_pairs(item_map or [], "--item-map") or None,
+            users=users,
+            user_mapping=_pairs(user_map or [], "--user-map") or None,
+        )
     raw = load_raw(input, format, **options)
-    q = tuple(float(x) for x in temporal.split(","))
     cfg = PrepareConfig(
         name=name,
         seed=seed,
         cold_fraction=cold_fraction,
-        temporal_quantiles=(q[0], q[1]),
+        temporal_quantiles=quantiles,
         collapse_repeats=collapse,
     )
-    path = prepare(raw, out, cfg, overwrite=overwrite)
+    path = prepare(raw, out, cfg, overwrite=overwrite, inputs=[input])
     _print_stats(path)
 
 
@@ -189,9 +238,7 @@ def synth_config(size: str, seed: int):
     try:
         return SynthConfig.for_events(int(float(size)), seed)
     except ValueError:
-        raise ValueError(
-            f"--size must be tiny, small or a number of events, not {size!r}"
-        ) from None
+        raise UserError(f"--size must be tiny, small or a number of events, not {size!r}") from None
 
 
 @datasets_app.command("list")
@@ -407,17 +454,17 @@ def bench(
     for text in run or []:
         label, sep, path = text.partition("=")
         if not sep or not label or not path:
-            raise ValueError(f"--run {text!r} must look like LABEL=PATH")
+            raise UserError(f"--run {text!r} must look like LABEL=PATH")
         grouped.setdefault(label.strip().lower(), []).append(Path(path.strip()))
     models = [ModelSpec.from_runs(p.name, [p]) for p in runs or []]
     models += [ModelSpec.from_runs(label, paths) for label, paths in grouped.items()]
     if dataset is None:
         first = next((p for m in models for p in m.runs.values()), None)
         if first is None or not (first / "dataset.json").exists():
-            raise ValueError("give --dataset DIR (no run to take the dataset from)")
+            raise UserError("give --dataset DIR (no run to take the dataset from)")
         dataset = Path(read_json(first / "dataset.json")["path"])
     if not models and not train and not _csv(baselines) and not _csv(peers):
-        raise ValueError(
+        raise UserError(
             "nothing to benchmark: give RUN dirs, --run, --train, --baselines or --peers"
         )
     path = bench_fn(

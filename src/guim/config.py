@@ -268,4 +268,10 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
 def config_from_json(path: str | Path) -> Config:
     """Rebuild the Config saved in a run directory (config.json)."""
     with open(path, encoding="utf-8") as f:
-        return check(from_dict(json.load(f), source=str(path)), source=str(path))
+        try:
+            doc = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a JSON object of config sections")
+    return check(from_dict(doc, source=str(path)), source=str(path))

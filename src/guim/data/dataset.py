@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from guim.errors import UserError
 from guim.io import read_json
 
 Scheme = Literal["loo", "temporal", "cold"]
@@ -251,7 +252,7 @@ class Dataset:
             return a["tsplit"] == 0
         if scheme == "cold":
             return (a["split"] == 0) & (self.item_cold[a["item_idx"]] == 0)
-        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+        raise UserError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
 
     def train_sequences(self, scheme: Scheme = "loo") -> Sequences:
         """Training interactions of every user (users with none are left out), in time order."""
@@ -268,7 +269,7 @@ class Dataset:
         One case per user at most; cases whose history would be empty are dropped.
         """
         if split not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+            raise UserError(f"split must be 'valid' or 'test', not {split!r}")
         a = self._arrays
         n = len(a["item_idx"])
         code = SPLIT_CODE[split]
@@ -287,7 +288,7 @@ class Dataset:
             in_history = cold == 0
             candidates = self.item_cold == code
         else:
-            raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+            raise UserError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
 
         target_rows = np.flatnonzero(is_target)
         target_row_of_user = np.full(self.n_users + 1, -1, dtype=np.int64)

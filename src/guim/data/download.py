@@ -32,6 +32,7 @@ from rich.progress import (
 )
 
 from guim.data.schema import DataError
+from guim.errors import UserError
 from guim.io import atomic_dir, atomic_file, read_json, write_json
 from guim.progress import console
 
@@ -158,7 +159,7 @@ class ChecksumError(DownloadError):
 def get_dataset(name: str) -> DatasetSpec:
     """The registry entry of `name`; ValueError listing the known names otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 

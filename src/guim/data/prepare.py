@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from guim.data.schema import (
     USER_ID,
     DataError,
 )
-from guim.io import atomic_dir, write_json
+from guim.errors import UserError
+from guim.io import atomic_dir, check_replaceable, read_json, sweep_stale, write_json
 from guim.progress import Steps
 
 # Item columns that are not attributes.
@@ -53,10 +55,14 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cold_fraction < 1.0:
-            raise ValueError(f"cold_fraction must be in [0, 1), got {self.cold_fraction}")
+            raise UserError(
+                f"cold_fraction (--cold-fraction) must be in [0, 1), got {self.cold_fraction}"
+            )
         q1, q2 = self.temporal_quantiles
         if not 0.0 < q1 <= q2 < 1.0:
-            raise ValueError(f"temporal_quantiles must satisfy 0 < q1 <= q2 < 1, got {q1}, {q2}")
+            raise UserError(
+                f"temporal_quantiles (--temporal) must satisfy 0 < q1 <= q2 < 1, got {q1}, {q2}"
+            )
 
 
 def prepare(
@@ -65,14 +71,21 @@ def prepare(
     config: PrepareConfig | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Validate `raw`, index it, split it and write the dataset directory `out_dir`."""
+    """Validate `raw`, index it, split it and write the dataset directory `out_dir`.
+
+    `out_dir` must not be, contain or lie inside any input (`raw.files` and `inputs`, e.g. the
+    directory given on the command line); with `overwrite` it may replace a dataset directory
+    `prepare` wrote, and nothing else (see `check_output`)."""
     config = config or PrepareConfig()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists (use --overwrite to replace it)")
+    check_output(out_dir, [*inputs, *raw.files], overwrite)
     t0 = time.perf_counter()
-    with Steps("prepare", enabled=show_progress) as steps, atomic_dir(out_dir, overwrite) as tmp:
+    with (
+        Steps("prepare", enabled=show_progress) as steps,
+        atomic_dir(out_dir, overwrite, is_ours=is_dataset_dir, what="dataset directory") as tmp,
+    ):
         steps.start("reading events")
         events = _collect_events(raw)
         n_raw = events.height
@@ -160,6 +173,49 @@ def prepare(
         }
         write_json(tmp / "stats.json", stats)
     return out_dir
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """Whether `path` is a dataset directory `prepare` wrote: its stats.json is a JSON object
+    with prepare's keys."""
+    try:
+        stats = read_json(path / "stats.json")
+    except (OSError, ValueError):
+        return False
+    return isinstance(stats, dict) and {"hash", "splits", "n_interactions"} <= stats.keys()
+
+
+def check_output(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
+    """UserError (or FileExistsError without `overwrite`) unless `out_dir` can be written:
+    it is not an input, holds no input and is not inside an input directory, and it does not
+    exist yet or (with `overwrite`) is a dataset directory `prepare` wrote. Stale temporaries of
+    an interrupted earlier run are removed first."""
+    out_dir = Path(out_dir)
+    sweep_stale(out_dir)
+    target = out_dir.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if target == src:
+            raise UserError(f"--out {out_dir} is an input ({item}); choose another directory")
+        if target in src.parents:
+            raise UserError(
+                f"--out {out_dir} contains the input {item}; writing it would replace the input. "
+                "Choose another directory"
+            )
+        if src.is_dir() and src in target.parents:
+            raise UserError(
+                f"--out {out_dir} is inside the input directory {item}; choose a directory "
+                "outside it"
+            )
+    if out_dir.exists() or out_dir.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already exists (use --overwrite to replace it)")
+        check_replaceable(out_dir, is_dataset_dir, "dataset directory")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot write {out_dir}: {parent} is a file, not a directory")
+            break
 
 
 # ---- reading and validation ---------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from guim.errors import UserError
+
 # Canonical column names of an event log. user_id, item_id and timestamp are required.
 USER_ID, ITEM_ID, TIMESTAMP = "user_id", "item_id", "timestamp"
 SESSION_ID, EVENT, PRICE = "session_id", "event", "price"
@@ -56,7 +58,7 @@ def event_code(name: str) -> int | None:
     return EVENT_CODE.get(key)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data. The message names the file, where in it (`line` for text files, 1-based
     with the header as line 1; `row` for Parquet, the 1-based data row) and the column."""
 

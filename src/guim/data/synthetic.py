@@ -18,7 +18,8 @@ import numpy as np
 import polars as pl
 
 from guim.data.loaders.merrec import MERREC_COLUMNS, MERREC_EVENTS
-from guim.io import atomic_dir, write_json
+from guim.errors import UserError
+from guim.io import atomic_dir, read_json, write_json
 from guim.progress import make_progress
 
 # Bumped whenever the same config starts giving different data (cached shops compare it).
@@ -117,7 +118,7 @@ class SynthConfig:
         ]
         bad = [what for ok, what in needs if not ok]
         if bad:
-            raise ValueError(f"invalid SynthConfig: need {'; '.join(bad)}")
+            raise UserError(f"invalid SynthConfig: need {'; '.join(bad)}")
         dt.date.fromisoformat(self.start)
 
     @classmethod
@@ -688,7 +689,8 @@ def synth(
     counts = np.zeros(len(MERREC_EVENTS), dtype=np.int64)
     counters = _Counters()
     files = []
-    with atomic_dir(out_dir, overwrite) as tmp, contextlib.ExitStack() as stack:
+    shop = atomic_dir(out_dir, overwrite, is_ours=_is_shop, what="synthetic shop")
+    with shop as tmp, contextlib.ExitStack() as stack:
         (tmp / "events").mkdir()
         (tmp / "truth").mkdir()
         progress = stack.enter_context(make_progress(transient=True)) if show_progress else None
@@ -720,3 +722,12 @@ def synth(
             },
         )
     return out_dir
+
+
+def _is_shop(path: Path) -> bool:
+    """Whether `path` is a synthetic shop `synth` wrote (its synth.json names the generator)."""
+    try:
+        info = read_json(path / "synth.json")
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("generator") == "guim.data.synthetic"

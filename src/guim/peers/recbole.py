@@ -44,6 +44,7 @@ from guim.checkpoint import append_log, load_weights, save_weights
 from guim.data.dataset import Dataset, Sequences
 from guim.data.loaders.recbole import write_recbole
 from guim.data.schema import ITEM_ID, TIMESTAMP, USER_ID
+from guim.errors import UserError
 from guim.evaluate import rank_cases
 from guim.io import read_json, write_json
 from guim.metrics import metrics_from_ranks
@@ -260,7 +261,7 @@ def _setup(
 ) -> SimpleNamespace:
     """Atomic files -> Config -> dataset -> checked splits -> dataloaders -> model -> Trainer."""
     if name not in MODEL_CLASSES:
-        raise ValueError(f"unknown peer {name!r}; expected one of {sorted(MODEL_CLASSES)}")
+        raise UserError(f"unknown peer {name!r}; expected one of {sorted(MODEL_CLASSES)}")
     rb = import_recbole()
     ds = Dataset(dataset_dir)
     work = (out_dir / "recbole").resolve()
@@ -436,7 +437,7 @@ def run_peer(
     train_log.jsonl, model.safetensors (best weights), peer.json}; `load_peer` reads it back.
     """
     if max_epochs is not None and max_epochs < 1:
-        raise ValueError(f"max_epochs must be >= 1 or None, got {max_epochs}")
+        raise UserError(f"max_epochs must be >= 1 or None, got {max_epochs}")
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -543,7 +544,7 @@ def load_peer(out_dir: str | Path) -> PeerRun:
         summary["name"], Path(summary["dataset"]), out_dir, summary["seed"], summary["overrides"]
     )
     if parts.dataset.hash != summary["dataset_hash"]:
-        raise ValueError(f"{summary['dataset']} changed since the peer was trained on it")
+        raise UserError(f"{summary['dataset']} changed since the peer was trained on it")
     parts.model.load_state_dict(load_weights(out_dir / "model.safetensors"))
     fields = {k: summary[k] for k in PEER_FIELDS}
     return PeerRun(embedder=parts.embedder, out_dir=out_dir, recbole=parts, **fields)

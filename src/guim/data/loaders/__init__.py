@@ -13,6 +13,7 @@ import polars as pl
 
 from guim.data.raw import RawData
 from guim.data.schema import DataError
+from guim.errors import UserError
 
 FORMATS = ("generic", "s3rec", "recbole", "grouplens", "merrec")
 GENERIC_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson")
@@ -86,11 +87,58 @@ def _is_merrec(path: Path) -> bool:
     return all(c in names for c in MERREC_MARKERS)
 
 
+# The options a loader takes, with the CLI flag that sets each one; a default value (None, or
+# "s" for time_unit) means "not given".
+OPTION_FLAGS = {
+    "mapping": "--map",
+    "items": "--items",
+    "item_mapping": "--item-map",
+    "users": "--users",
+    "user_mapping": "--user-map",
+    "separator": "--separator",
+    "time_unit": "--time-unit",
+}
+LOADER_OPTIONS = {
+    "generic": set(OPTION_FLAGS),
+    "s3rec": {"attributes"},
+    "recbole": {"time_unit"},
+    "grouplens": set(),
+    "merrec": {"time_unit"},
+}
+# why an option means nothing for a format, for the refusal
+_NOT_APPLICABLE = {
+    "s3rec": "S3-Rec files are whitespace-separated user sequences without times",
+    "recbole": "RecBole atomic files are tab-separated with typed headers",
+    "grouplens": "GroupLens files have a fixed layout, with times in seconds",
+    "merrec": "MerRec data is Parquet with fixed column names",
+}
+TIME_UNITS = ("s", "ms", "us", "ns")
+
+
 def load_raw(path: str | Path, format: str = "auto", **options: Any) -> RawData:
     """Read `path` with the loader of `format` ("auto" detects it); `options` go to the loader
-    (for generic: mapping, items, users, separator, time_unit, ...)."""
+    (for generic: mapping, items, users, separator, time_unit, ...).
+
+    An option a format has no use for is refused (UserError naming its flag) unless it has its
+    default value; time_unit must be one of TIME_UNITS."""
+    if format != "auto" and format not in FORMATS:
+        raise UserError(f"unknown format {format!r}; expected 'auto' or one of {FORMATS}")
+    time_unit = options.get("time_unit")
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise UserError(
+            f"--time-unit must be one of {', '.join(TIME_UNITS)} (the unit of numeric "
+            f"timestamps), got {time_unit!r}"
+        )
     if format == "auto":
         format = detect_format(path)
+    given = {k: v for k, v in options.items() if not _is_default(k, v)}
+    for key in given:
+        if key not in LOADER_OPTIONS[format]:
+            flag = OPTION_FLAGS.get(key, key)
+            raise UserError(
+                f"{flag} does not apply to {path} (read as {format}: "
+                f"{_NOT_APPLICABLE.get(format, 'the option is not used')})"
+            )
     if format == "generic":
         from guim.data.loaders.generic import load_events
 
@@ -98,17 +146,19 @@ def load_raw(path: str | Path, format: str = "auto", **options: Any) -> RawData:
     if format == "s3rec":
         from guim.data.loaders.s3rec import load_s3rec
 
-        return load_s3rec(path, **options)
+        return load_s3rec(path, **given)
     if format == "recbole":
         from guim.data.loaders.recbole import load_recbole
 
-        return load_recbole(path, **options)
+        return load_recbole(path, **given)
     if format == "grouplens":
         from guim.data.loaders.grouplens import load_grouplens
 
-        return load_grouplens(path, **options)
-    if format == "merrec":
-        from guim.data.loaders.merrec import load_merrec
+        return load_grouplens(path, **given)
+    from guim.data.loaders.merrec import load_merrec
 
-        return load_merrec(path, **options)
-    raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {FORMATS}")
+    return load_merrec(path, **given)
+
+
+def _is_default(key: str, value: Any) -> bool:
+    return value is None or (key == "time_unit" and value == "s") or value == {}

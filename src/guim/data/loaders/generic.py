@@ -31,6 +31,7 @@ from guim.data.schema import (
     USER_ID,
     DataError,
 )
+from guim.errors import UserError
 
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -84,11 +85,25 @@ def load_events(
         time_unit: unit of numeric timestamps ("s", "ms", "us", "ns"); converted to seconds.
     """
     if time_unit not in TIME_UNITS:
-        raise ValueError(f"time_unit must be one of {sorted(TIME_UNITS)}, got {time_unit!r}")
+        raise UserError(
+            f"--time-unit must be one of {', '.join(TIME_UNITS)} (the unit of numeric "
+            f"timestamps), got {time_unit!r}"
+        )
     for key in mapping or {}:
         if key not in EVENT_COLUMNS:
-            raise ValueError(f"unknown event column {key!r} in mapping; expected {EVENT_COLUMNS}")
+            raise UserError(
+                f"--map {key}=...: unknown event column {key!r}; expected one of "
+                f"{', '.join(EVENT_COLUMNS)}"
+            )
+    separator = check_separator(separator)
     source = open_source(path, separator)
+    if separator is not None:
+        kinds = [source.kind] + [_kind(p) for p in (items, users) if p is not None]
+        if "csv" not in kinds:
+            raise UserError(
+                f"--separator applies to CSV/TSV/TXT files; {path} is {source.kind} "
+                "(and so are the side tables, if any)"
+            )
     columns = source_columns(source)
     specs = resolve_columns(
         source,
@@ -101,7 +116,7 @@ def load_events(
     string_columns = [c for c in (USER_ID, ITEM_ID, SESSION_ID, EVENT) if c in specs]
     events, locator = read_source(source, specs, string_columns, what="events")
     events = normalise_ids(events, [USER_ID, ITEM_ID])
-    events = _convert_time_unit(events, time_unit, locator)
+    events = convert_time_unit(events, time_unit, locator)
     files = [str(f) for f in source.files]
     item_table = user_table = None
     if items is not None:
@@ -119,6 +134,27 @@ def load_events(
         format="generic",
         files=files,
     )
+
+
+def check_separator(separator: str | None) -> str | None:
+    """A field separator as given on the command line ('tab' and '\\t' mean a tab), checked
+    to be one single-byte character that is not a quote or a line break."""
+    if separator is None:
+        return None
+    sep = {"tab": "\t", "\\t": "\t", "\\s": " ", "space": " "}.get(separator, separator)
+    if len(sep) != 1 or len(sep.encode()) != 1 or sep in '\r\n"':
+        raise UserError(
+            f"--separator must be one ASCII character other than a quote or a line break "
+            f"('tab' or '\\t' for a tab), got {separator!r}"
+        )
+    return sep
+
+
+def _kind(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+        return "parquet"
+    return "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "csv"
 
 
 def load_table(
@@ -468,11 +504,20 @@ def _rename(frame: pl.DataFrame, specs: dict[str, ColumnSpec]) -> pl.DataFrame:
     )
 
 
-def _convert_time_unit(events: pl.DataFrame, unit: str, loc: Locator) -> pl.DataFrame:
+def convert_time_unit(events: pl.DataFrame, unit: str, loc: Locator) -> pl.DataFrame:
+    """The timestamp column of numbers in `unit` as whole seconds; a DataError for text that is
+    not a number or a datetime column (the unit means nothing there)."""
     div = TIME_UNITS[unit]
     if div == 1:
         return events
     ts = events[TIMESTAMP]
+    if ts.dtype.is_temporal():
+        raise DataError(
+            loc.files[0],
+            f"--time-unit {unit} applies to numeric timestamps; this column holds {ts.dtype} "
+            "values (leave --time-unit out)",
+            column=TIMESTAMP,
+        )
     if ts.dtype == pl.String:
         num = ts.str.strip_chars().cast(pl.Float64, strict=False)
         bad = (num.is_null() & ts.is_not_null()).arg_true()
@@ -480,7 +525,7 @@ def _convert_time_unit(events: pl.DataFrame, unit: str, loc: Locator) -> pl.Data
             r = int(bad[0])
             raise loc.error(
                 int(events[ROW][r]),
-                f"cannot parse timestamp {ts[r]!r} as a number of {unit}",
+                f"cannot parse timestamp {ts[r]!r} as a number of {unit} (--time-unit {unit})",
                 column=TIMESTAMP,
             )
         ts = num

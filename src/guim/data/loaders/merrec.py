@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from guim.data.loaders.generic import TIME_UNITS
 from guim.data.raw import ROW, Locator, RawData, Table
 from guim.data.schema import (
     EVENT,
@@ -136,8 +137,9 @@ def _check_schemas(files: list[Path]) -> tuple[dict[str, pl.DataType], list[int]
     return {c: schema[c] for c in first_names or ()}, counts
 
 
-def load_merrec(path: str | Path | Sequence[str | Path]) -> RawData:
-    """Read MerRec Parquet shards (a directory, possibly nested, a file, or a list of files)."""
+def load_merrec(path: str | Path | Sequence[str | Path], time_unit: str = "s") -> RawData:
+    """Read MerRec Parquet shards (a directory, possibly nested, a file, or a list of files);
+    `time_unit` ("s", "ms", "us", "ns") is the unit of a numeric `stime`."""
     files, truth = find_files(path)
     schema, counts = _check_schemas(files)
     starts = [0]
@@ -154,6 +156,17 @@ def load_merrec(path: str | Path | Sequence[str | Path]) -> RawData:
     if schema["stime"] == pl.Datetime or schema["stime"] == pl.Date:
         stime = stime.cast(pl.Datetime("us")) if schema["stime"] == pl.Date else stime
         stime = stime.dt.epoch("s")
+    if time_unit != "s":
+        dtype = schema["stime"]
+        if not dtype.is_numeric():
+            raise DataError(
+                files[0],
+                f"--time-unit {time_unit} applies to numeric timestamps; stime holds {dtype} "
+                "values (leave --time-unit out)",
+                column="stime",
+            )
+        div = TIME_UNITS[time_unit]
+        stime = stime // div if dtype.is_integer() else (stime / div).floor().cast(pl.Int64)
     event_cols = [
         pl.col(USER_ID),
         pl.col(ITEM_ID),

@@ -15,6 +15,7 @@ import polars as pl
 
 from guim.data.dataset import Dataset
 from guim.data.loaders.generic import (
+    convert_time_unit,
     csv_header,
     harmonise_ids,
     missing_column,
@@ -35,6 +36,7 @@ from guim.data.schema import (
     USER_ID,
     DataError,
 )
+from guim.errors import UserError
 from guim.io import atomic_file
 
 TYPES = ("token", "token_seq", "float", "float_seq")
@@ -116,13 +118,14 @@ def read_atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str], Locator]:
     return frame, types, locator
 
 
-def load_recbole(path: str | Path) -> RawData:
+def load_recbole(path: str | Path, time_unit: str = "s") -> RawData:
     """Read `<name>.inter` and, when present beside it, `<name>.item` and `<name>.user`.
 
     Items: a `title` (or `*_title`) column becomes the title text, `price` the price, other
     token columns categorical attributes, token_seq columns multi-valued attributes (e.g.
     ml-100k's `class` genres); other float columns are left out. User columns are kept as
-    user attributes. Without a timestamp column, the line order is the time.
+    user attributes. Without a timestamp column, the line order is the time;
+    `time_unit` ("s", "ms", "us", "ns") is the unit of the timestamp column.
     """
     inter, item, user = find_atomic_files(path)
     frame, types, locator = read_atomic(inter)
@@ -135,7 +138,13 @@ def load_recbole(path: str | Path) -> RawData:
     keep = [ROW, USER_ID, ITEM_ID] + [c for c in (TIMESTAMP, EVENT, SESSION_ID) if c in types]
     events = frame.select(keep)
     if not has_time:
+        if time_unit != "s":
+            raise DataError(
+                inter, f"--time-unit {time_unit} given, but the file has no timestamp column"
+            )
         events = events.with_columns(pl.col(ROW).cast(pl.Int64).alias(TIMESTAMP))
+    elif time_unit != "s":
+        events = convert_time_unit(events, time_unit, locator)
     events = normalise_ids(events, [USER_ID, ITEM_ID, SESSION_ID])
     files = [str(inter)]
     items = users = None
@@ -299,14 +308,12 @@ def _check_tokens(values: pl.Series, what: str) -> None:
     bad = values.cast(pl.String).str.contains(r"[\t\n\r]").fill_null(False).to_numpy()
     if np.any(bad):
         value = values[int(np.flatnonzero(bad)[0])]
-        raise ValueError(f"{what} {value!r} contains a tab or newline; RecBole cannot store it")
+        raise UserError(f"{what} {value!r} contains a tab or newline; RecBole cannot store it")
 
 
 def _check_field(name: str) -> None:
     if re.search(r"[\s:]", name):
-        raise ValueError(
-            f"column name {name!r} contains ':' or whitespace; RecBole cannot store it"
-        )
+        raise UserError(f"column name {name!r} contains ':' or whitespace; RecBole cannot store it")
 
 
 def _write(path: Path, header: list[str], frame: pl.DataFrame) -> None:
