@@ -1,10 +1,9 @@
 """SRU++ sequence encoder (Lei 2021, "When Attention Meets Fast Recurrence", arXiv 2102.12459):
-an element-wise gated recurrence whose input projection is a small attention sub-layer in the
-layers named by `model.attention_layers` and a plain linear map in the others.
-
-Deviation from the paper: the gates drop the peephole terms v ⊙ c_{t-1}, so f_t = σ(U_f + b_f)
-and r_t = σ(U_r + b_r) depend on the input only and c_t = f_t ⊙ c_{t-1} + (1 - f_t) ⊙ U_x is a
-linear recurrence, trained with a vectorised scan (no Python loop over time steps).
+an element-wise gated recurrence whose input projection U is a small one-head attention sub-layer
+in the layers of `model.attention_layers` (width `model.attention_dim`, 0 = dim // 2) and a plain
+linear map elsewhere. DEVIATION from the paper: no peephole terms v ⊙ c_{t-1} in the gates, so
+f_t = σ(U_f + b_f), r_t = σ(U_r + b_r) and c_t = f_t ⊙ c_{t-1} + (1 - f_t) ⊙ U_x is a LINEAR
+recurrence, trained with a vectorised scan (SCANS; no Python loop over time steps).
 """
 
 from __future__ import annotations
@@ -67,13 +66,15 @@ def scan_chunked(log_f: torch.Tensor, b: torch.Tensor, chunk: int = 4) -> torch.
 
 
 def scan_doubling(log_f: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hillis-Steele prefix scan: log2(T) doubling steps, each a vectorised combine of the
-    pairs (decay, state); only products of factors in [0, 1] and sums, so it is stable too."""
-    f, c = log_f.exp(), b
+    """Hillis-Steele prefix scan (the default): ceil(log2 T) doubling steps, each combining every
+    position with the one `shift` steps back, (f, c) <- (f f', c + f c'). Only products of
+    factors in [0, 1] and sums, so it is stable for any length and any gate values."""
+    f, c = log_f.exp(), b  # (B, T, D) each
     shift = 1
     while shift < b.shape[1]:
         c = c + f * F.pad(c[:, :-shift], (0, 0, shift, 0))
-        f = f * F.pad(f[:, :-shift], (0, 0, shift, 0), value=1.0)
+        if 2 * shift < b.shape[1]:  # the last step needs no decay any more
+            f = f * F.pad(f[:, :-shift], (0, 0, shift, 0), value=1.0)
         shift *= 2
     return c
 
