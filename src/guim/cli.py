@@ -313,7 +313,7 @@ def _show(results: dict[str, dict[str, float]], as_json: bool, title: str) -> No
         return
     shown = ("HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20")
     metrics = [m for m in next(iter(results.values())) if m in shown] or [
-        m for m in next(iter(results.values())) if m != "n_cases"
+        m for m in next(iter(results.values())) if m not in ("n_cases", "repeat_share")
     ]
     table = Table(*(["model", *metrics]), title=title)
     for model, res in results.items():
@@ -355,10 +355,17 @@ def eval_cmd(
     ] = None,
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
     scheme: Annotated[str | None, typer.Option(help="Default: the run's scheme.")] = None,
-    mask_history: Annotated[bool, typer.Option(help="Mask already-seen items.")] = True,
+    mask_history: Annotated[
+        bool,
+        typer.Option(
+            help="Mask every item the user has seen, a repeated target too (S3-Rec protocol); "
+            "--no-mask-history ranks them like any item (RecBole protocol)."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate a trained run with the exact full-ranking protocol."""
+    """Evaluate a trained run with the exact full-ranking protocol; prints the share of targets
+    that repeat a history item next to the metrics (under masking, no model can hit those)."""
     from guim.data.dataset import Dataset
     from guim.embed import load_run
     from guim.evaluate import evaluate
@@ -371,7 +378,14 @@ def eval_cmd(
     res = evaluate(
         r, ds, scheme or r.cfg.data.scheme, split, mask_history=mask_history, show_progress=True
     )
-    _show({"guim": res}, as_json, f"{ds.name} {split}")
+    protocol = "history masked" if mask_history else "nothing masked"
+    _show({"guim": res}, as_json, f"{ds.name} {split} ({protocol})")
+    if not as_json:
+        console.print(
+            f"repeat targets: {res['repeat_share']:.1%} of {res['n_cases']:,} cases repeat an "
+            "item of the user's history"
+            + (" (misses under this protocol)" if mask_history and res["repeat_share"] else "")
+        )
 
 
 @app.command()

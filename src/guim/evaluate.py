@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from guim.data.dataset import Dataset, EvalCases, Scheme, Split
-from guim.embed import Embedder, scorer_of
-from guim.metrics import metrics_from_ranks, rank_targets
+from guim.embed import Embedder, repeat_bonus_of, scorer_of
+from guim.metrics import metrics_from_ranks
+from guim.scoring import in_history, rank_targets
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -16,15 +17,21 @@ DEFAULT_KS = (5, 10, 20)
 def rank_cases(
     embedder: Embedder, cases: EvalCases, mask_history: bool = True, show_progress: bool = False
 ) -> np.ndarray:
-    """0-based rank of every case's target under `embedder` (history masked by default)."""
+    """0-based rank of every case's target under `embedder`.
+
+    `mask_history=True` (default): every history item is removed from the ranking, a repeated
+    target too (rank `guim.scoring.MISS`); `False`: nothing is removed, and the embedder's
+    repeat-aware term (`repeat_bonus`), if any, is added to the scores of history items.
+    """
     users = embedder.embed_users(cases.history)
     items = embedder.embed_items()
-    seen = (cases.history.offsets, cases.history.item_idx) if mask_history else None
+    bonus = float("-inf") if mask_history else repeat_bonus_of(embedder)
     return rank_targets(
         users,
         items,
         cases.target,
-        seen=seen,
+        seen=(cases.history.offsets, cases.history.item_idx) if bonus != 0.0 else None,
+        seen_bonus=bonus,
         candidates=cases.candidates,
         scorer=scorer_of(embedder),
         show_progress=show_progress,
@@ -43,10 +50,21 @@ def evaluate(
     """HR@K, NDCG@K, MRR@K of `embedder` on `dataset`'s `split` cases under `scheme`.
 
     `mask_history=True` (the default) removes each user's already-seen items from the ranking,
-    the protocol of the published S3-Rec-lineage results.
+    a repeated target included (the protocol of the published S3-Rec-lineage results);
+    `False` removes nothing (RecBole's protocol). The result carries `repeat_share`: the
+    fraction of cases whose target repeats a history item (under masking, a share of cases
+    that no model can hit).
     """
     cases = dataset.eval_cases(scheme, split)
     ranks = rank_cases(embedder, cases, mask_history=mask_history, show_progress=show_progress)
     out = metrics_from_ranks(ranks, ks)
     out["n_cases"] = len(cases)
+    out["repeat_share"] = repeat_share(cases)
     return out
+
+
+def repeat_share(cases: EvalCases) -> float:
+    """Fraction of cases whose target already occurs in the case's history."""
+    if len(cases) == 0:
+        return 0.0
+    return float(in_history((cases.history.offsets, cases.history.item_idx), cases.target).mean())

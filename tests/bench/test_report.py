@@ -261,6 +261,26 @@ def test_leaderboard_table_and_readme_markers(tmp_path):
     assert "| beauty | next_item (NDCG@10) | **0.0534** | 0.0511 | 0.0004 |" in lines[2]
     assert any(line.startswith("| lastfm | next_item (NDCG@10) | **0.0800** |") for line in lines)
 
+    # a task with a protocol gets it in the row label, and a metric reported beside the primary
+    # one under another protocol gets a row of its own where any model has it
+    third = json.loads(json.dumps(second))
+    third["dataset"]["name"] = "shop"
+    third["tasks"]["next_item"].update(
+        protocol="history masked", extra_metrics={"NDCG@10_unmasked": "nothing masked"}
+    )
+    third["results"] = {
+        "shop": {
+            "guim-base": {"next_item/NDCG@10": 0.15, "next_item/NDCG@10_unmasked": 0.25},
+            "random": {"next_item/NDCG@10": 0.01, "next_item/NDCG@10_unmasked": 0.02},
+        }
+    }
+    (tmp_path / "b2.json").write_text(json.dumps(third))
+    rows = build_leaderboard([tmp_path / "b2.json"]).splitlines()[2:]
+    assert rows == [
+        "| shop | next_item (NDCG@10, history masked) | **0.1500** | 0.0100 |",
+        "| shop | next_item (NDCG@10, nothing masked) | **0.2500** | 0.0200 |",
+    ]
+
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- leaderboard:start -->\nSTALE\n<!-- leaderboard:end -->\nrest\n")
     update_readme(readme, table)

@@ -132,10 +132,13 @@ def test_bench_json_schema_routing_and_skips(shop, tmp_path, monkeypatch):
         "n_users": ds.n_users,
         "n_items": ds.n_items,
         "n_interactions": ds.stats["n_interactions"],
+        "repeat_share": {s: ds.stats["repeat_targets"]["loo"][s] for s in ("valid", "test")},
     }
     assert doc["tasks"]["next_item"]["primary_metric"] == "NDCG@10"
     assert doc["tasks"]["next_item"]["description"].startswith("Next-item retrieval: rank")
     assert doc["tasks"]["next_item"]["description"].endswith("exact full ranking).")
+    assert doc["tasks"]["next_item"]["protocol"] == "history masked"
+    assert doc["tasks"]["next_item"]["extra_metrics"] == {"NDCG@10_unmasked": "nothing masked"}
     assert doc["tasks"]["cold_probe"] == {
         "primary_metric": "NDCG@10",
         "description": "Cold probe: retrieval of cold items.",

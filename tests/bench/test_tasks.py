@@ -19,6 +19,7 @@ from guim.bench.tasks import (
     future_interest,
     item_attributes,
     item_similarity,
+    next_item,
     user_profile,
 )
 from guim.bench.tasks._probe import field_labels, folds
@@ -433,6 +434,24 @@ def test_the_generators_own_vectors_carry_its_signal(shop):
     got = cold_start.TASK.run(truth, shop)
     n_cold = int((shop.item_cold == 2).sum())
     assert got["HR@10"] > 2 * 10 / n_cold
+
+
+def test_next_item_reports_both_protocols_where_targets_repeat(shop):
+    """The synthetic shop has repeat targets: the primary metric masks the whole history (a
+    repeated target is a miss), the unmasked protocol is reported beside it, and an embedder
+    that knows the answer hits every target unmasked but only the non-repeats masked."""
+    cases = shop.eval_cases("loo", "test")
+    share = float(np.mean([t in cases.history.items_of(i) for i, t in enumerate(cases.target)]))
+    assert 0 < share < 1
+    # users' vectors point at their own test target (one-hot item vectors)
+    items = np.eye(shop.n_items + 1, dtype=np.float32)[:, 1:] * 2.0
+    users = np.zeros((shop.n_users + 1, 1, shop.n_items), dtype=np.float32)
+    users[cases.user_idx, 0, cases.target - 1] = 1.0
+    got = next_item.TASK.run(Fixed(users, items), shop)
+    assert got["repeat_share"] == pytest.approx(share)
+    assert got["HR@10_unmasked"] == 1.0 and got["NDCG@10_unmasked"] == 1.0
+    assert got["HR@10"] == pytest.approx(1.0 - share)
+    assert got["NDCG@10"] == pytest.approx(1.0 - share)
 
 
 # ---- every task ------------------------------------------------------------------------------

@@ -24,12 +24,22 @@ def build_leaderboard(files: Sequence[str | Path]) -> str:
             kinds.setdefault(model, info.get("kind", "baseline"))
         for dataset, models in doc["results"].items():
             for task, info in doc.get("tasks", {}).items():
-                key = f"{task}/{info['primary_metric']}"
-                row = rows.setdefault((dataset, f"{task} ({info['primary_metric']})"), {})
-                for model, res in models.items():
-                    kinds.setdefault(model, "baseline")
-                    if res.get(key) is not None:
-                        row[model] = res[key]
+                # the primary metric, then metrics reported beside it under another protocol
+                shown = {
+                    info["primary_metric"]: info.get("protocol"),
+                    **info.get("extra_metrics", {}),
+                }
+                for metric, protocol in shown.items():
+                    key = f"{task}/{metric}"
+                    if not any(res.get(key) is not None for res in models.values()):
+                        continue
+                    label = metric.removesuffix("_unmasked")
+                    label = f"{task} ({label}, {protocol})" if protocol else f"{task} ({label})"
+                    row = rows.setdefault((dataset, label), {})
+                    for model, res in models.items():
+                        kinds.setdefault(model, "baseline")
+                        if res.get(key) is not None:
+                            row[model] = res[key]
     if not rows:
         raise ValueError("no results in the given bench files")
     models = sorted(kinds, key=lambda m: KIND_ORDER.get(kinds[m], 3))
@@ -39,7 +49,7 @@ def build_leaderboard(files: Sequence[str | Path]) -> str:
         "|" + "---|" * (len(models) + 2),
     ]
     for (dataset, task), values in rows.items():
-        best = best_of(values, task.split("(")[-1].rstrip(")"))
+        best = best_of(values, task.split("(")[-1].rstrip(")").split(",")[0])
         cells = [f"**{fmt(values[m])}**" if m in best else fmt(values.get(m)) for m in models]
         lines.append("| " + " | ".join([dataset, task, *cells]) + " |")
     return "\n".join(lines)

@@ -70,6 +70,7 @@ def render_markdown(r: ReportData, images: dict[str, str]) -> str:
             info.get("description", ""),
             "",
             f"Scheme `{info.get('scheme')}`, split `{info.get('split')}`"
+            + (f", {info['protocol']}" if info.get("protocol") else "")
             + (f", {fmt(n)} cases." if n is not None else "."),
             "",
             _md_scored(metrics, trows, tbest, "model")
@@ -311,6 +312,7 @@ def render_html(r: ReportData, images: dict[str, str]) -> str:
             f'<span class="chip">{k} <b>{_e(v)}</b></span>'
             for k, v in (
                 ("primary", info["primary_metric"]),
+                *((("protocol", info["protocol"]),) if info.get("protocol") else ()),
                 ("scheme", info.get("scheme")),
                 ("split", info.get("split")),
                 *((("cases", fmt(n)),) if n is not None else ()),

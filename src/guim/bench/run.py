@@ -297,6 +297,9 @@ def select_tasks(
             "scheme": task.scheme,
             "split": split,
         }
+        if getattr(task, "protocol", None):
+            info[name]["protocol"] = task.protocol
+            info[name]["extra_metrics"] = dict(getattr(task, "extra_metrics", ()))
     return selected, info, skipped
 
 
@@ -467,6 +470,8 @@ def bench(
             "n_users": dataset.n_users,
             "n_items": dataset.n_items,
             "n_interactions": int(dataset.stats["n_interactions"]),
+            # share of loo targets repeating a history item: misses under the masked protocol
+            "repeat_share": {s: dataset.repeat_share("loo", s) for s in ("valid", "test")},
         },
         tasks=task_info,
         skipped=skipped,

@@ -243,6 +243,18 @@ class Dataset:
             "tsplit": ev["tsplit"].to_numpy(),
         }
 
+    def repeat_share(self, scheme: Scheme = "loo", split: Split = "test") -> float:
+        """Share of `split`'s targets under `scheme` that repeat an item of the user's history
+        (recorded in stats.json by `guim prepare`; computed here for older datasets)."""
+        recorded = self.stats.get("repeat_targets", {}).get(scheme, {}).get(split)
+        if recorded is not None:
+            return float(recorded)
+        if scheme == "cold":
+            return 0.0  # a user's first cold item of the split is never in a warm history
+        from guim.evaluate import repeat_share
+
+        return round(repeat_share(self.eval_cases(scheme, split)), 6)
+
     # ---- sequences and evaluation cases -----------------------------------------------------
     def _train_mask(self, scheme: Scheme) -> np.ndarray:
         a = self._arrays
@@ -320,6 +332,16 @@ class Dataset:
             timestamp=a["timestamp"][mask],
             user_idx=users[starts] if len(users) else np.zeros(0, dtype=np.int32),
         )
+
+
+def repeats_earlier(user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    """(E,) bool for events sorted by user and time: the user had this item at an earlier row."""
+    n = len(item_idx)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    key = user_idx.astype(np.int64) * (int(item_idx.max()) + 1) + item_idx.astype(np.int64)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first[inverse] < np.arange(n)
 
 
 def _first_per_user(user_idx: np.ndarray, mask: np.ndarray) -> np.ndarray:

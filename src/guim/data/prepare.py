@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from guim.data.dataset import repeats_earlier
 from guim.data.raw import ROW, RawData, Table
 from guim.data.schema import (
     EVENT,
@@ -159,6 +160,11 @@ def prepare(
             "timestamps_are_positions": raw.timestamps_are_positions,
             "attribute_fields": sorted(set(attrs["field"].to_list())),
             "user_fields": [c for c in users_out.columns if c not in ("user_idx", USER_ID)],
+            # share of valid / test targets that repeat an item of the user's history: under the
+            # masked protocol no model can hit them (guim.scoring)
+            "repeat_targets": _repeat_targets(
+                arrays["user_idx"], arrays["item_idx"], split, tsplit
+            ),
             "splits": {
                 "loo": _counts(split),
                 "temporal": {**_counts(tsplit), "cutoffs": cutoffs},
@@ -564,6 +570,27 @@ def _cold_items(item: np.ndarray, n_items: int, config: PrepareConfig) -> np.nda
         cold[chosen[:half]] = 1
         cold[chosen[half:]] = 2
     return cold
+
+
+def _repeat_targets(
+    user: np.ndarray, item: np.ndarray, split: np.ndarray, tsplit: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """{scheme: {split: share of its targets whose item the user had before}} for the
+    leave-one-out and temporal schemes (events sorted by user and time; a temporal target is a
+    user's first event of the window, as in `Dataset.eval_cases`)."""
+    repeat = repeats_earlier(user, item)
+    # a target needs a history: cases without one are dropped by `Dataset.eval_cases`
+    has_history = np.r_[False, user[1:] == user[:-1]] if len(user) else np.zeros(0, dtype=bool)
+    out: dict[str, dict[str, float]] = {"loo": {}, "temporal": {}}
+    for name, code in (("valid", 1), ("test", 2)):
+        window = np.flatnonzero(tsplit == code)
+        first = (
+            window[np.r_[True, user[window][1:] != user[window][:-1]]] if len(window) else window
+        )
+        for scheme, rows in (("loo", np.flatnonzero(split == code)), ("temporal", first)):
+            rows = rows[has_history[rows]]
+            out[scheme][name] = round(float(repeat[rows].mean()), 6) if len(rows) else 0.0
+    return out
 
 
 def _counts(split: np.ndarray) -> dict[str, int]:

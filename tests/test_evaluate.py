@@ -1,0 +1,64 @@
+"""The share of repeat targets: recorded by prepare, equal to what evaluation counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guim.data.dataset import Dataset, repeats_earlier
+from guim.data.loaders.merrec import load_merrec
+from guim.data.prepare import PrepareConfig, prepare
+from guim.data.synthetic import SynthConfig, synth
+from guim.evaluate import evaluate, repeat_share
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Dataset:
+    root = tmp_path_factory.mktemp("shop")
+    raw = synth(root / "raw", SynthConfig.tiny(seed=3))
+    return Dataset(prepare(load_merrec(raw), root / "data", PrepareConfig(name="shop")))
+
+
+def test_repeats_earlier_by_hand():
+    user = np.array([1, 1, 1, 1, 2, 2])
+    item = np.array([5, 6, 5, 7, 5, 5])
+    assert repeats_earlier(user, item).tolist() == [False, False, True, False, False, True]
+
+
+@pytest.mark.parametrize("scheme", ["loo", "temporal"])
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_recorded_repeat_share_matches_the_cases(shop: Dataset, scheme: str, split: str):
+    cases = shop.eval_cases(scheme, split)  # type: ignore[arg-type]
+    by_hand = np.mean([t in cases.history.items_of(i) for i, t in enumerate(cases.target)])
+    assert shop.stats["repeat_targets"][scheme][split] == pytest.approx(by_hand, abs=1e-6)
+    assert repeat_share(cases) == pytest.approx(by_hand)
+    assert shop.repeat_share(scheme, split) == pytest.approx(by_hand, abs=1e-6)  # type: ignore[arg-type]
+
+
+def test_evaluate_reports_the_share_and_masking_misses_every_repeat(shop: Dataset):
+    class Oracle:
+        """Scores each user's own test target highest."""
+
+        name = "oracle"
+
+        def __init__(self, ds: Dataset) -> None:
+            cases = ds.eval_cases("loo", "test")
+            self.target = dict(zip(cases.user_idx.tolist(), cases.target.tolist(), strict=True))
+            self.n_items = ds.n_items
+
+        def embed_users(self, histories):
+            out = np.zeros((len(histories), 1, self.n_items + 1), dtype=np.float32)
+            for r, u in enumerate(histories.user_idx):
+                out[r, 0, self.target[int(u)]] = 1.0
+            return out
+
+        def embed_items(self):
+            return np.eye(self.n_items + 1, dtype=np.float32)
+
+    masked = evaluate(Oracle(shop), shop, "loo", "test", ks=(10,))
+    plain = evaluate(Oracle(shop), shop, "loo", "test", ks=(10,), mask_history=False)
+    share = shop.stats["repeat_targets"]["loo"]["test"]
+    assert 0 < share < 1
+    assert masked["repeat_share"] == plain["repeat_share"] == pytest.approx(share, abs=1e-6)
+    assert plain["HR@10"] == 1.0
+    assert masked["HR@10"] == pytest.approx(1.0 - share, abs=1e-6)
