@@ -1,0 +1,207 @@
+"""The serving API through FastAPI's TestClient: read-your-writes, exclude_seen, popularity
+fallback, cold items, caps, admin auth and the gated model swap."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from guim.data.dataset import Sequences
+from guim.embed import load_run, recommend
+from guim.serve import ServeSettings, create_app
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(export_dir, tmp_path):
+    settings = ServeSettings(
+        source=export_dir,
+        store=f"sqlite:///{tmp_path / 'events.db'}",
+        admin_token=TOKEN,
+        max_batch=50,
+        max_history=40,
+        max_k=200,
+        gate_min_cases=10_000,
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _items(client) -> list[str]:
+    return client.app.state.service.model.item_ids[1:].tolist()
+
+
+def test_read_your_writes_and_exclude_seen(client, export_dir):
+    items = _items(client)
+    r = client.get("/users/newcomer/recommendations", params={"k": 5})
+    assert r.status_code == 200 and r.json()["fallback"] == "popularity"
+    history = items[3:9]
+    events = [
+        {"user_id": "newcomer", "item_id": i, "event": "view", "timestamp": 1000 + t}
+        for t, i in enumerate(history)
+    ]
+    r = client.post("/events", json={"events": events})
+    assert r.json() == {"stored": 6, "duplicates": 0, "unknown_items": 0}
+    k = len(items) - len(history)  # every item the user has not seen
+    r = client.get("/users/newcomer/recommendations", params={"k": k}).json()
+    assert r["fallback"] is None and r["history_length"] == 6
+    served = [x["item_id"] for x in r["items"]]
+    assert not set(served) & set(history), "exclude_seen masks every seen item"
+    # the same list as exact full scoring through the one inference path
+    run = load_run(export_dir / "model")
+    idx = run.item_index(history).tolist()
+    exact, _ = recommend(
+        run, Sequences.from_lists([idx], [[2] * 6], [[1000 + t for t in range(6)]]), k=10
+    )
+    assert served[:10] == [str(x) for x in run.item_ids(exact[0])]
+    # one more event changes the answer at once
+    client.post("/events", json={"events": [{"user_id": "newcomer", "item_id": served[0]}]})
+    again = client.get("/users/newcomer/recommendations", params={"k": 10}).json()
+    assert again["history_length"] == 7 and served[0] not in [x["item_id"] for x in again["items"]]
+    # exclude_seen=false may return seen items
+    r = client.get(
+        "/users/newcomer/recommendations", params={"k": len(items), "exclude_seen": False}
+    )
+    assert set(history) <= {x["item_id"] for x in r.json()["items"]}
+
+
+def test_known_user_uses_export_history_and_embedding(client):
+    uid = next(iter(client.app.state.service.model.base_users))
+    r = client.get(f"/users/{uid}/recommendations").json()
+    assert r["fallback"] is None and r["history_length"] > 0
+    e = client.get(f"/users/{uid}/embedding").json()
+    assert np.asarray(e["vectors"]).shape[0] == client.app.state.service.model.n_interests
+    assert client.get("/users/nobody-at-all/embedding").status_code == 404
+
+
+def test_unknown_items_are_stored_and_counted(client):
+    r = client.post(
+        "/events",
+        json={"events": [{"user_id": "u", "item_id": "not-in-catalogue", "event_id": "e1"}]},
+    )
+    assert r.json() == {"stored": 1, "duplicates": 0, "unknown_items": 1}
+    r = client.post(
+        "/events",
+        json={"events": [{"user_id": "u", "item_id": "not-in-catalogue", "event_id": "e1"}]},
+    )
+    assert r.json()["duplicates"] == 1, "a repeated event_id is not stored twice"
+    assert client.app.state.service.store.count() == 1
+    metrics = client.get("/metrics").text
+    assert "guim_store_unknown_item_events 1.0" in metrics
+    assert 'guim_requests_total{method="POST",route="/events",status="200"} 2.0' in metrics
+    assert "guim_request_seconds_bucket" in metrics and "guim_model_info" in metrics
+
+
+def test_anonymous_recommend_and_similar(client):
+    items = _items(client)
+    r = client.post(
+        "/recommend", json={"history": [{"item_id": items[0]}, {"item_id": items[1]}], "k": 4}
+    )
+    body = r.json()
+    assert r.status_code == 200 and len(body["items"]) == 4 and body["user_id"] is None
+    assert not {items[0], items[1]} & {x["item_id"] for x in body["items"]}
+    r = client.get(f"/items/{items[0]}/similar", params={"k": 3})
+    assert r.status_code == 200 and items[0] not in [x["item_id"] for x in r.json()["items"]]
+    r = client.get("/items/no-such-item/similar")
+    assert r.status_code == 404 and "no-such-item" in r.json()["detail"]
+
+
+def test_cold_item_is_searchable_at_once(client):
+    model = client.app.state.service.model
+    attrs = list(model.attr_idx)[:3]
+    r = client.post(
+        "/items",
+        json={
+            "item_id": "brand-new",
+            "attributes": [*attrs, "color=never-seen"],
+            "title": "a thing",
+        },
+    )
+    assert r.status_code == 201 and r.json()["unknown_attributes"] == ["color=never-seen"]
+    assert client.post("/items", json={"item_id": "brand-new"}).json()["created"] is False
+    assert client.get("/items/brand-new/similar", params={"k": 3}).status_code == 200
+    n = len(model.item_ids)  # every item: the new one must be among them
+    r = client.get("/users/x/recommendations", params={"k": 1})  # fallback, no history
+    r = client.post("/recommend", json={"history": [{"item_id": model.item_ids[1]}], "k": n})
+    assert "brand-new" in [x["item_id"] for x in r.json()["items"]]
+    # an event on it is known (not counted as unknown) and masks it for that user
+    client.post(
+        "/events",
+        json={
+            "events": [
+                {"user_id": "c", "item_id": model.item_ids[2]},
+                {"user_id": "c", "item_id": "brand-new"},
+            ]
+        },
+    )
+    r = client.get("/users/c/recommendations", params={"k": n}).json()
+    assert "brand-new" not in [x["item_id"] for x in r["items"]]
+
+
+def test_caps_and_validation(client):
+    ev = {"user_id": "u", "item_id": "1"}
+    r = client.post("/events", json={"events": [ev] * 51})
+    assert r.status_code == 413 and "cap of 50" in r.json()["detail"]
+    r = client.post("/events", json={"events": [{**ev, "event": "teleport"}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "event"
+    r = client.post("/events", json={"events": [{**ev, "timestamp": -1}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "timestamp"
+    assert client.get("/users/u/recommendations", params={"k": 201}).status_code == 422
+    assert client.get("/users/u/recommendations", params={"k": 0}).status_code == 422
+    r = client.post("/recommend", json={"history": [{"item_id": "1"}] * 41})
+    assert r.status_code == 413
+    r = client.post(
+        "/events", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert (
+        client.post(
+            "/events", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+
+
+def test_admin_needs_a_token(client, export_dir, tmp_path):
+    assert client.get("/admin/models").status_code == 401
+    assert client.get("/admin/models", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert client.get("/admin/models", headers=AUTH).status_code == 200
+    r = client.post("/admin/models", json={"source": str(tmp_path)}, headers=AUTH)
+    assert r.status_code == 422
+    no_token = ServeSettings(source=export_dir, store=f"sqlite:///{tmp_path / 'x.db'}")
+    with TestClient(create_app(no_token)) as c:
+        r = c.get("/admin/models", headers=AUTH)
+        assert r.status_code == 403 and "disabled" in r.json()["detail"]
+
+
+def _wait(client, cand_id: int) -> dict:
+    for _ in range(300):
+        cands = client.get("/admin/models", headers=AUTH).json()["candidates"]
+        if cands[cand_id - 1]["status"] != "evaluating":
+            return cands[cand_id - 1]
+        time.sleep(0.05)
+    raise AssertionError("candidate still evaluating")
+
+
+def test_gated_swap(client, good_run, weak_run, export_dir):
+    live = client.get("/admin/models", headers=AUTH).json()["live"]["version"]
+    r = client.post("/admin/models", json={"source": str(weak_run)}, headers=AUTH)
+    assert r.status_code == 202
+    refused = _wait(client, r.json()["id"])
+    assert refused["status"] == "refused", refused
+    assert refused["candidate_metric"] < refused["live_metric"]
+    assert f"{refused['candidate_metric']:.4f}" in refused["reason"]
+    assert client.get("/users/a/recommendations").json()["model_version"] == live
+    # the same model as a run directory: not worse, so it is swapped in
+    r = client.post("/admin/models", json={"source": str(good_run)}, headers=AUTH)
+    swapped = _wait(client, r.json()["id"])
+    assert swapped["status"] == "swapped", swapped
+    assert swapped["candidate_metric"] == pytest.approx(swapped["live_metric"], abs=1e-6)
+    assert swapped["gate_set"] == "export-valid" and swapped["gate_cases"] > 0
+    models = client.get("/admin/models", headers=AUTH).json()
+    assert models["live"]["source"] == str(good_run)

@@ -1,0 +1,82 @@
+"""Export: vectors in Parquet equal the inference path's, the manifest's recall is measured, and
+approximate indexes are checked against exact search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from guim.data.dataset import Dataset
+from guim.embed import load_run
+from guim.export import all_histories, column_vectors, export
+from guim.index import IndexConfig, build_index, exact_search, measure, recall_at_k, search
+
+
+def test_round_trip_vectors_equal_the_inference_path(export_dir, good_run, shop_dataset):
+    run = load_run(good_run)
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    items = pq.read_table(export_dir / "items.parquet")
+    d = manifest["dim"]
+    np.testing.assert_array_equal(column_vectors(items["vector"], (d,)), run.embed_items()[1:])
+    assert items["item_id"].to_pylist() == [
+        str(x) for x in run.item_ids(np.arange(1, len(items) + 1))
+    ]
+    ds = Dataset(shop_dataset)
+    assert items["cold"].to_numpy().sum() > 0, "cold items are exported too"
+    users = pq.read_table(export_dir / "users.parquet")
+    k = manifest["n_interests"]
+    expected = run.embed_users(all_histories(ds))
+    np.testing.assert_allclose(column_vectors(users["vectors"], (k, d)), expected, rtol=0, atol=0)
+    assert users.num_rows == ds.n_users
+    assert manifest["config_hash"] == run.cfg.hash()
+    assert manifest["dataset_hash"] == ds.hash
+    assert manifest["index"]["kind"] == "flat"
+    assert manifest["index"]["recall@10"] == 1.0  # exact index against exact search
+    assert manifest["index"]["query_ms"] > 0
+    assert manifest["run_id"].startswith("good-")
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_index_against_exact(kind):
+    rng = np.random.default_rng(7)
+    centers = rng.normal(size=(40, 24)).astype(np.float32)
+    vectors = (centers[rng.integers(0, 40, 6000)] + 0.3 * rng.normal(size=(6000, 24))).astype(
+        np.float32
+    )
+    queries = vectors[rng.choice(6000, 200, replace=False)] + 0.1
+    index = build_index(vectors, IndexConfig(kind=kind, nprobe=16, ef_search=64))
+    res = measure(index, vectors, queries, k=10)
+    assert res["recall@10"] >= 0.9
+    # the exact index finds exactly what exact search finds
+    flat = build_index(vectors, IndexConfig(kind="flat"))
+    assert recall_at_k(search(flat, queries, 10)[0], exact_search(vectors, queries, 10)[0]) == 1.0
+
+
+def test_recall_at_k_by_hand():
+    found = np.array([[1, 2, 3], [4, 5, -1]])
+    truth = np.array([[3, 2, 9], [4, 6, 7]])
+    assert recall_at_k(found, truth) == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+def test_auto_index_switches_to_hnsw_above_flat_max(good_run, tmp_path):
+    out = export(good_run, tmp_path / "exp", IndexConfig(flat_max=10, ef_search=200))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["index"]["kind"] == "hnsw"
+    assert manifest["index"]["recall@10"] >= 0.9
+
+
+def test_cli_export(good_run, tmp_path):
+    from guim.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["export", str(good_run), "--out", str(tmp_path / "e"), "--index", "ivf", "--nprobe", "4"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["index"]["kind"] == "ivf"
+    res = CliRunner().invoke(app, ["export", str(good_run), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "already exists" in res.output
