@@ -138,7 +138,7 @@ class SRULayer(nn.Module):
         u_x, u_f, u_r = u.chunk(3, dim=-1)  # 3 x (B, T, D)
         pad = ~real[..., None]  # (B, T, 1)
         log_f = F.logsigmoid(u_f + self.bias_f).masked_fill(pad, 0.0)  # (B, T, D)
-        inp = (1 - log_f.exp()) * u_x  # (B, T, D); 0 at padding
+        inp = -torch.expm1(log_f) * u_x  # (B, T, D): (1 - f) U_x, precise for f near 1; 0 at pads
         c = self.scan(log_f, inp, causal)  # (B, T, D)
         r = torch.sigmoid(u_r + self.bias_r)
         return r * self.drop(c) + (1 - r) * x
