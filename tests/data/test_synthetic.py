@@ -167,10 +167,15 @@ def test_sessions_have_sequential_structure(shop, events):
     complement = dict(categories.select("c2_id", "complement_c2_id").iter_rows())
     truth_items = pl.read_parquet(shop / "truth" / "items.parquet")
     related = dict(truth_items.select("item_id", "related_item_id").iter_rows())
-    views = events.filter(pl.col("event_id") == "item_view")
+    views = events.filter(pl.col("event_id") == "item_view").with_columns(
+        new=pl.col("item_id").is_first_distinct().over("user_id")
+    )
+    # moves of the walk; revisits (a step back to an earlier item) go back by design
     pairs = views.with_columns(
-        next_item=pl.col("item_id").shift(-1), next_leaf=pl.col("c2_id").shift(-1)
-    ).filter(pl.col("session_id") == pl.col("session_id").shift(-1))
+        next_item=pl.col("item_id").shift(-1),
+        next_leaf=pl.col("c2_id").shift(-1),
+        next_new=pl.col("new").shift(-1),
+    ).filter((pl.col("session_id") == pl.col("session_id").shift(-1)) & pl.col("next_new"))
     leaf, nxt = pairs["c2_id"].to_numpy(), pairs["next_leaf"].to_numpy()
     comp = np.vectorize(complement.get)(leaf)
     assert (leaf == nxt).mean() > 0.5
@@ -179,6 +184,29 @@ def test_sessions_have_sequential_structure(shop, events):
     assert (comp == nxt).mean() > 3 * ((back == leaf) & (leaf != nxt)).mean()
     rel = np.vectorize(related.get)(pairs["item_id"].to_numpy())
     assert (rel == pairs["next_item"].to_numpy()).mean() > 0.08
+
+
+def test_repeat_behaviour_is_the_configured_one(tmp_path):
+    """Without revisits, accidental repeats are redrawn; revisits add repeats of recent views,
+    never of the view just before (prepare would merge those)."""
+    from guim.data.dataset import repeats_earlier
+
+    def views(**kw):
+        config = replace(SynthConfig.tiny(seed=5), n_users=300, n_items=3000, **kw)
+        path = synth(tmp_path / str(sorted(kw.items())), config)
+        ev = pl.read_parquet(path / "events").filter(pl.col("event_id") == "item_view")
+        ev = ev.sort("user_id", "stime")
+        user = ev["user_id"].rank("dense").to_numpy()
+        item = ev["item_id"].rank("dense").to_numpy()
+        return user, item
+
+    rates = []
+    for kw in ({"redraw_repeats": False, "p_revisit": 0.0}, {"p_revisit": 0.0}, {"p_revisit": 0.3}):
+        user, item = views(**kw)
+        rates.append(repeats_earlier(user, item).mean())
+    assert rates[1] < rates[0] < rates[2]
+    same_user = user[1:] == user[:-1]
+    assert (item[1:][same_user] != item[:-1][same_user]).mean() > 0.97
 
 
 def test_truth_tables(shop, events, truth_users):
