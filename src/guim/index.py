@@ -116,7 +116,7 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def exact_search(
-    vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 262_144
+    vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (the reference for `measure`): labels (N, k), scores (N, k);
     ties go to the lower label."""
@@ -148,20 +148,33 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def measure(
-    index, vectors: np.ndarray, queries: np.ndarray, k: int = 10, n_latency: int = 200
+    index,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int = 10,
+    n_latency: int = 200,
+    threads: int = 1,
 ) -> dict[str, float]:
     """Recall@k of `index` against exact search over `vectors` for `queries`, and the latency of
-    one query at a time (mean and p99, milliseconds, on this machine)."""
+    one query at a time on `threads` FAISS threads (as a server answers one request: mean and
+    p99, milliseconds, on this machine)."""
+    faiss = _faiss()
     found, _ = search(index, queries, k)
     truth, _ = exact_search(vectors, queries, k)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
     lat = []
-    for q in queries[:n_latency]:
-        t0 = time.perf_counter()
-        index.search(np.ascontiguousarray(q[None], dtype=np.float32), k)
-        lat.append((time.perf_counter() - t0) * 1000)
+    try:
+        for q in queries[:n_latency]:
+            t0 = time.perf_counter()
+            index.search(np.ascontiguousarray(q[None], dtype=np.float32), k)
+            lat.append((time.perf_counter() - t0) * 1000)
+    finally:
+        faiss.omp_set_num_threads(before)
     return {
         f"recall@{k}": recall_at_k(found, truth),
         "query_ms": float(np.mean(lat)) if lat else 0.0,
         "query_p99_ms": float(np.percentile(lat, 99)) if lat else 0.0,
         "n_queries": len(queries),
+        "threads": threads,
     }

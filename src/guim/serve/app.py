@@ -498,6 +498,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+            import faiss
+
+            faiss.omp_set_num_threads(settings.torch_threads)  # one query per request
         from guim.index import IndexConfig
 
         index = None
