@@ -62,3 +62,31 @@ def test_evaluate_reports_the_share_and_masking_misses_every_repeat(shop: Datase
     assert masked["repeat_share"] == plain["repeat_share"] == pytest.approx(share, abs=1e-6)
     assert plain["HR@10"] == 1.0
     assert masked["HR@10"] == pytest.approx(1.0 - share, abs=1e-6)
+
+
+def test_repeat_term_is_fitted_on_validation_and_only_acts_unmasked(shop: Dataset):
+    from guim.evaluate import RepeatAware, fit_repeat_bonus
+
+    class Random:
+        name = "random"
+
+        def __init__(self, ds: Dataset) -> None:
+            rng = np.random.default_rng(0)
+            self.items = rng.normal(size=(ds.n_items + 1, 8)).astype(np.float32)
+
+        def embed_users(self, histories):
+            return np.random.default_rng(1).normal(size=(len(histories), 1, 8)).astype(np.float32)
+
+        def embed_items(self):
+            return self.items
+
+    base = Random(shop)
+    bonus, curve = fit_repeat_bonus(base, shop)
+    # with random vectors the repeats are the only signal: a large term wins on validation
+    assert bonus > 0 and curve[bonus] > curve[0.0]
+    wrapped = RepeatAware(base, bonus)
+    valid = evaluate(wrapped, shop, "loo", "valid", ks=(10,), mask_history=False)
+    assert valid["NDCG@10"] == pytest.approx(curve[bonus])
+    # under the masked protocol every history item is removed: the term changes nothing
+    masked = evaluate(wrapped, shop, "loo", "test", ks=(10,))
+    assert masked == evaluate(base, shop, "loo", "test", ks=(10,))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from guim.metrics import Scorer, max_dot
+from guim.scoring import Scorer, max_dot, top_k
 
 
 def _top_n(
@@ -28,12 +28,7 @@ def _top_n(
     scorer: Scorer,
 ) -> np.ndarray:
     """(B, n) top item indices per user (padding and history excluded)."""
-    scores = scorer(users, items)  # (B, M)
-    scores[:, 0] = float("-inf")
-    offsets, flat = seen
-    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    scores[torch.from_numpy(rows), torch.from_numpy(flat.astype(np.int64))] = float("-inf")
-    return torch.topk(scores, n, dim=1).indices.numpy()
+    return top_k(users, items, n, seen=seen, scorer=scorer)[0]
 
 
 def interest_recovery(
