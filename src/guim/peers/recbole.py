@@ -20,7 +20,9 @@ Runtime shims (see ../shared/docs/PEERS.md), applied by `import_recbole`; site-p
    have no missing ids or times (the count and split checks would fail otherwise).
 Side effects contained: Config reads `--key=value` overrides from sys.argv and sets
 CUDA_VISIBLE_DEVICES (argv hidden and the variable restored while it is built); Trainer opens a
-TensorBoard writer under ./log_tensorboard (it is built inside out_dir/recbole).
+TensorBoard writer under ./log_tensorboard (it is built inside a fresh private directory).
+RecBole unpickles `<checkpoint_dir>/*.pth` when one exists: its data and checkpoint directory is
+a new mkdtemp directory per run, removed afterwards, so no planted file can ever be loaded.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -46,7 +50,7 @@ from guim.data.loaders.recbole import write_recbole
 from guim.data.schema import ITEM_ID, TIMESTAMP, USER_ID
 from guim.errors import UserError
 from guim.evaluate import rank_cases
-from guim.io import read_json, write_json
+from guim.io import read_json, sweep_stale, write_json
 from guim.metrics import metrics_from_ranks
 from guim.progress import console
 
@@ -256,15 +260,29 @@ PEER_FIELDS = (
 )
 
 
+@contextlib.contextmanager
+def private_workdir(out_dir: Path) -> Iterator[Path]:
+    """A directory for RecBole that nobody else can have written into: created fresh (mkdtemp:
+    new, random name, mode 0700) inside `out_dir` and removed afterwards. RecBole unpickles
+    `<checkpoint_dir>/<dataset>-<class>.pth` whenever such a file exists, so it must never see
+    a directory that could hold a planted one; leftovers of a killed run are swept."""
+    sweep_stale(out_dir / "recbole")
+    work = Path(tempfile.mkdtemp(prefix=f".recbole.{os.getpid()}.", suffix=".tmp", dir=out_dir))
+    try:
+        yield work.resolve()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _setup(
-    name: str, dataset_dir: Path, out_dir: Path, seed: int, overrides: dict[str, Any]
+    name: str, dataset_dir: Path, work: Path, seed: int, overrides: dict[str, Any]
 ) -> SimpleNamespace:
-    """Atomic files -> Config -> dataset -> checked splits -> dataloaders -> model -> Trainer."""
+    """Atomic files -> Config -> dataset -> checked splits -> dataloaders -> model -> Trainer,
+    with every RecBole file under `work` (a `private_workdir`)."""
     if name not in MODEL_CLASSES:
         raise UserError(f"unknown peer {name!r}; expected one of {sorted(MODEL_CLASSES)}")
     rb = import_recbole()
     ds = Dataset(dataset_dir)
-    work = (out_dir / "recbole").resolve()
     atomic = write_recbole(dataset_dir, work / ATOMIC_NAME, ATOMIC_NAME)
     load_col = {"inter": [USER_ID, ITEM_ID, TIMESTAMP], "item": [ITEM_ID]}
     if (atomic / f"{ATOMIC_NAME}.user").exists():
@@ -301,6 +319,8 @@ def _setup(
         "show_progress": False,
         "save_dataset": False,
         "save_dataloaders": False,
+        "dataset_save_path": None,
+        "dataloaders_save_path": None,
         "worker": 0,
     }
     with _quiet_process_state():
@@ -433,8 +453,9 @@ def run_peer(
     are kept. `threads` fixes torch's CPU threads (0: leave torch's setting, i.e.
     OMP_NUM_THREADS or the core count - the rule guim's `train.threads = 0` follows, so a peer
     and a GUIM run trained in one `guim bench` use the same threads); `overrides` replaces
-    RecBole settings (HPARAMS). Writes (over any earlier run) out_dir/{recbole/ (atomic files),
-    train_log.jsonl, model.safetensors (best weights), peer.json}; `load_peer` reads it back.
+    RecBole settings (HPARAMS). Writes (over any earlier run) out_dir/{train_log.jsonl,
+    model.safetensors (best weights), peer.json}; RecBole's own files (the atomic files, its
+    TensorBoard log) live in a `private_workdir`, removed at the end. `load_peer` reads it back.
     """
     if max_epochs is not None and max_epochs < 1:
         raise UserError(f"max_epochs must be >= 1 or None, got {max_epochs}")
@@ -443,7 +464,34 @@ def run_peer(
     if threads:
         torch.set_num_threads(threads)
     overrides = dict(overrides or {})
-    parts = _setup(name, dataset_dir, out_dir, seed, overrides)
+    with private_workdir(out_dir) as work:
+        return _train_peer(
+            name,
+            dataset_dir,
+            out_dir,
+            work,
+            max_minutes,
+            seed,
+            max_epochs,
+            patience,
+            overrides,
+            show_progress,
+        )
+
+
+def _train_peer(
+    name: str,
+    dataset_dir: Path,
+    out_dir: Path,
+    work: Path,
+    max_minutes: float,
+    seed: int,
+    max_epochs: int | None,
+    patience: int | None,
+    overrides: dict[str, Any],
+    show_progress: bool,
+) -> PeerRun:
+    parts = _setup(name, dataset_dir, work, seed, overrides)
     model, trainer, embedder = parts.model, parts.trainer, parts.embedder
     valid = parts.dataset.eval_cases("loo", "valid")
     (out_dir / "train_log.jsonl").unlink(missing_ok=True)
@@ -540,9 +588,10 @@ def load_peer(out_dir: str | Path) -> PeerRun:
     summary = read_json(out_dir / "peer.json")
     if threads := summary.get("threads"):
         torch.set_num_threads(threads)
-    parts = _setup(
-        summary["name"], Path(summary["dataset"]), out_dir, summary["seed"], summary["overrides"]
-    )
+    with private_workdir(out_dir) as work:
+        parts = _setup(
+            summary["name"], Path(summary["dataset"]), work, summary["seed"], summary["overrides"]
+        )
     if parts.dataset.hash != summary["dataset_hash"]:
         raise UserError(f"{summary['dataset']} changed since the peer was trained on it")
     parts.model.load_state_dict(load_weights(out_dir / "model.safetensors"))
