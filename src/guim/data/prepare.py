@@ -266,9 +266,19 @@ def _first_bad(mask: pl.Series) -> int | None:
 def _normalise_events(events: pl.DataFrame, raw: RawData) -> pl.DataFrame:
     loc = raw.events_locator
     for col in (USER_ID, ITEM_ID, TIMESTAMP):
-        bad = _first_bad(events[col].is_null())
+        missing = events[col].is_null()
+        if events[col].dtype == pl.String:  # "" or blanks (JSON, quoted CSV): no id either
+            missing |= events[col].str.strip_chars().str.len_bytes() == 0
+        bad = _first_bad(missing)
         if bad is not None:
             raise loc.error(int(events[ROW][bad]), "missing value", column=col)
+    for col in (USER_ID, ITEM_ID, TIMESTAMP, EVENT, SESSION_ID):
+        dtype = events.schema.get(col)
+        if dtype is not None and (dtype.is_nested() or dtype == pl.Object or dtype == pl.Boolean):
+            # a lone JSON list / object / boolean: Polars kept its type for the whole column
+            raise loc.error(
+                int(events[ROW][0]), f"expected a single value, got {dtype} values", column=col
+            )
     ts = _parse_timestamps(events[TIMESTAMP])
     bad = _first_bad(ts.is_null())
     if bad is not None:

@@ -408,24 +408,40 @@ def _read_jsonl(
     frame = _collect_with_fallback(scan_lazy, lambda e: _jsonl_failure(path, sources, e))
     frame = _rename(frame, specs)
     frame = scan.apply_rows(frame, polars_skips_blank=True)
-    _check_nested(path, frame, [c for c in specs if frame.schema[c] == pl.String])
+    text_columns = [c for c in specs if frame.schema[c] == pl.String]
+    ids = [c for c in text_columns if c in _ID_COLUMNS] if what == "events" else []
+    _check_nested(path, frame, specs, text_columns, ids)
     return frame, Locator(files=(str(path),), header_lines=0)
 
 
-def _check_nested(path: Path, frame: pl.DataFrame, columns: list[str]) -> None:
-    """Polars turns a JSON array or object into its text in a string column; find such a value
-    (a candidate starts with "[" or "{") and confirm it on its line."""
+_ID_COLUMNS = (USER_ID, ITEM_ID, SESSION_ID, EVENT)
+
+
+def _check_nested(
+    path: Path,
+    frame: pl.DataFrame,
+    specs: dict[str, ColumnSpec],
+    columns: list[str],
+    ids: list[str],
+) -> None:
+    """Polars turns a JSON array or object into its text in a string column, and true/false
+    into "true"/"false": find such a value (a candidate starts with "[" or "{", or, in an id
+    column, reads true or false) and confirm it on its line."""
     for col in columns:
-        starts = frame[col].str.strip_chars_start().str.slice(0, 1).is_in(["[", "{"])
-        for r in frame[ROW].filter(starts.fill_null(False)).head(10).to_list():
+        text = frame[col].str.strip_chars_start()
+        suspect = text.str.slice(0, 1).is_in(["[", "{"])
+        if col in ids:
+            suspect |= text.is_in(["true", "false"])
+        for r in frame[ROW].filter(suspect.fill_null(False)).head(10).to_list():
             lineno = int(r) + 1
             with open(path, "rb") as f:
                 raw = next(line for i, line in enumerate(f, start=1) if i == lineno)
-            value = _parse_json_line(path, lineno, raw).get(col)
-            if isinstance(value, dict | list):
+            value = _parse_json_line(path, lineno, raw).get(specs[col][0])
+            if isinstance(value, dict | list) or (col in ids and isinstance(value, bool)):
+                kind = "boolean" if isinstance(value, bool) else type(value).__name__
                 raise DataError(
                     path,
-                    f"expected a single value, got a JSON {type(value).__name__}",
+                    f"expected a single value (a string or a number), got a JSON {kind}",
                     line=lineno,
                     column=col,
                 )
