@@ -55,7 +55,7 @@ def rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def server(source: Path, store: str, workers: int = 1):
+def server(source: Path, store: str, workers: int = 1, **settings: str):
     import httpx
 
     port = free_port()
@@ -66,6 +66,7 @@ def server(source: Path, store: str, workers: int = 1):
         "GUIM_SERVE_ADMIN_TOKEN": TOKEN,
         "GUIM_SERVE_TORCH_THREADS": "1",
         "GUIM_SERVE_GATE_CASES": "2000",
+        **{f"GUIM_SERVE_{k.upper()}": v for k, v in settings.items()},
     }
     cmd = [
         sys.executable, "-m", "uvicorn", "guim.serve.app:app_from_env", "--factory",
@@ -251,11 +252,13 @@ def kill_drill(export: Path, seconds: float, workdir: Path) -> dict:
 
 def swap_demo(export: Path, weak: Path, rate: float, users, items, workdir: Path) -> dict:
     """Live = the weak export; the good export is posted under load (expect a swap and no failed
-    request), then the weak one again (expect a refusal with both figures)."""
+    request), then the weak one again (expect a refusal with both figures). The gate set is the
+    export's validation split: the benchmark's own event traffic is random, so the store's
+    recent events would say nothing about either model."""
     import httpx
 
-    out = {}
-    with server(weak, f"sqlite:///{workdir / 'swap.db'}") as (url, _):
+    out = {"gate_set": "export-valid (GUIM_SERVE_GATE_MIN_CASES forced above the store's users)"}
+    with server(weak, f"sqlite:///{workdir / 'swap.db'}", gate_min_cases="1000000000") as (url, _):
         auth = {"Authorization": f"Bearer {TOKEN}"}
 
         def wait(cid: int) -> dict:
