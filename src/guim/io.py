@@ -134,24 +134,29 @@ def atomic_dir(
             raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite)")
         check_replaceable(path, is_ours, what)
     make_parent(path)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
-    except OSError as e:
-        raise output_error(path, e) from None
-    try:
-        os.chmod(tmp, dir_mode())
-        with cleanup_on_signals():
+    tmp: Path | None = None
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    # the handlers go in before the temporary exists, so no signal can strand it
+    with cleanup_on_signals():
+        try:
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
+            except OSError as e:
+                raise output_error(path, e) from None
+            os.chmod(tmp, dir_mode())
             yield tmp
             if path.exists() or path.is_symlink():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.replace(path, old)
                 os.replace(tmp, path)
                 _remove(old)
             else:
                 os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            if old.exists() and not (path.exists() or path.is_symlink()):
+                os.replace(old, path)  # interrupted between the two renames: put it back
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def check_replaceable(path: Path, is_ours: Callable[[Path], bool] | None, what: str) -> None:
