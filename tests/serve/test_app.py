@@ -130,7 +130,7 @@ def test_cold_item_is_searchable_at_once(client):
     r = client.post("/recommend", json={"history": [{"item_id": model.item_ids[1]}], "k": n})
     assert "brand-new" in [x["item_id"] for x in r.json()["items"]]
     # an event on it is known (not counted as unknown) and masks it for that user
-    client.post(
+    r = client.post(
         "/events",
         json={
             "events": [
@@ -139,6 +139,7 @@ def test_cold_item_is_searchable_at_once(client):
             ]
         },
     )
+    assert r.json()["unknown_items"] == 0
     r = client.get("/users/c/recommendations", params={"k": n}).json()
     assert "brand-new" not in [x["item_id"] for x in r["items"]]
 

@@ -178,7 +178,7 @@ def post_events(body: EventsIn, svc: ServiceDep) -> EventsOut:
             item_id=e.item_id,
             event=event_code(e.event) or 1,
             timestamp=now if e.timestamp is None else e.timestamp,
-            known=e.item_id in model.item_idx,
+            known=model.knows(e.item_id),
             event_id=e.event_id,
         )
         for e in body.events
