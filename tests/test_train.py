@@ -16,13 +16,13 @@ import torch
 
 from guim.checkpoint import load_weights
 from guim.config import Config, ConfigError, config_from_json, load_config, parse_override
+from guim.data.batches import make_batches
 from guim.data.dataset import Dataset
 from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
 from guim.embed import load_run
 from guim.evaluate import evaluate
-from guim.models.guim import GUIM
-from guim.train import build_model, make_batches, step_loss, train
+from guim.train import build, lr_scale, step_loss, train
 
 TINY = [
     "model.dim=16",
@@ -75,25 +75,23 @@ def test_overfits_50_users(tmp_path):
             "train.batch_size=50",
         ],
     )
-    torch.manual_seed(0)
-    seqs = toy.train_sequences("loo")
-    known = toy.item_popularity("loo") > 0
-    model = build_model(cfg, toy, known)
+    t = build(cfg, toy)
+    model, seqs = t.model, t.seqs
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(150):
-        for batch in make_batches(seqs, cfg, rng, gen):  # one batch of all 50 users
+        for batch in make_batches(seqs, cfg.data, cfg.train, rng):  # one batch of all 50 users
             opt.zero_grad()
-            loss = step_loss(model, batch, cfg, torch.from_numpy(known), None, gen)
+            loss = step_loss(t, batch, gen, contrastive_weight=0.0)
             loss.backward()
             opt.step()
             losses.append(loss.item())
     assert losses[-1] < 0.1 < losses[0]
     # memorised: every training transition's next item is ranked first
     model.eval()
-    batch = make_batches(seqs, cfg, rng, gen)[0]
+    batch = make_batches(seqs, cfg.data, cfg.train, rng)[0]
     with torch.no_grad():
         states = model.encode(batch.items, batch.events, batch.timestamps)[:, :, 0]
         pred = (states @ model.item_vectors().T).argmax(-1)
@@ -204,22 +202,19 @@ def test_overrides_and_errors():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0  # ints are fine for floats
 
 
-def test_model_rejects_bad_heads():
-    cfg = load_config(None, ["model.dim=10", "model.n_heads=3"])
-    with pytest.raises(ValueError, match="divisible"):
-        GUIM(cfg, 5, 0, torch.zeros(7, dtype=torch.int64), torch.zeros(0), torch.ones(6).bool())
+def test_config_rejects_bad_heads():
+    with pytest.raises(ConfigError, match="divisible"):
+        load_config(None, ["model.dim=10", "model.n_heads=3"])
 
 
 def test_learning_rate_schedules():
-    from guim.train import _lr_scale
-
     const = load_config(None, ["train.warmup_steps=10"])
-    assert _lr_scale(0, const, 100) == pytest.approx(0.1)
-    assert _lr_scale(9, const, 100) == 1.0 and _lr_scale(99, const, 100) == 1.0
+    assert lr_scale(0, const, 100) == pytest.approx(0.1)
+    assert lr_scale(9, const, 100) == 1.0 and lr_scale(99, const, 100) == 1.0
     cos = load_config(None, ["train.warmup_steps=10", "train.lr_schedule=cosine"])
-    assert _lr_scale(10, cos, 110) == pytest.approx(1.0)
-    assert _lr_scale(60, cos, 110) == pytest.approx(0.5)
-    assert _lr_scale(110, cos, 110) == pytest.approx(0.0, abs=1e-12)
+    assert lr_scale(10, cos, 110) == pytest.approx(1.0)
+    assert lr_scale(60, cos, 110) == pytest.approx(0.5)
+    assert lr_scale(110, cos, 110) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -255,7 +250,7 @@ def test_all_windows_predict_every_interaction_once(objective, stride, recent):
             f"data.recent_targets={recent}",
         ],
     )
-    batches = make_batches(seqs, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    batches = make_batches(seqs, cfg.data, cfg.train, np.random.default_rng(0))
     targets = np.concatenate([b.targets[b.targets > 0].numpy() for b in batches])
     if objective == "next":
         # each target sees every earlier item of its row, or at least max_len - stride of them

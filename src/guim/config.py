@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -49,6 +50,8 @@ class DataConfig:
 class ModelConfig:
     """Encoder and user-representation head."""
 
+    # the model class (guim.models.MODELS); "guim" = item tokens -> encoder -> K interests
+    kind: Literal["guim"] = "guim"
     encoder: Literal["transformer", "sru"] = "transformer"
     dim: int = 64
     n_layers: int = 2
@@ -88,6 +91,19 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class StageConfig:
+    """One training stage (`[[train.stages]]` in TOML). Unset values (None) keep the previous
+    stage's (the first stage's: model.n_layers, train.objective, loss.contrastive_weight)."""
+
+    epochs: int = 0  # epochs of this stage (>= 1)
+    n_layers: int | None = None  # encoder depth; growing adds layers on top (never shrinks)
+    grow: Literal["copy", "random"] = "copy"  # new top layers: copies of the current top ones
+    trainable: str = "all"  # "all", or "top:N": only the top N encoder layers (+ final norm)
+    objective: Literal["next", "masked"] | None = None
+    contrastive_weight: float | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Objective, optimiser and schedule."""
 
@@ -108,6 +124,10 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for training (0 = none)
     seed: int = 0
     threads: int = 0  # torch threads (0 = leave torch's default)
+    device: str = "auto"  # "auto" (a GPU when present), "cpu", "cuda" or "cuda:N"
+    # training stages in order; empty = one stage of `epochs` epochs. With stages, `epochs` is
+    # not used: the run lasts the sum of the stages' epochs.
+    stages: tuple[StageConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,8 +196,11 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}")
-        args = get_args(tp)
-        item_tp = args[0]
+        item_tp = get_args(tp)[0]
+        if is_dataclass(item_tp):  # e.g. [[train.stages]] tables
+            return tuple(
+                _apply(item_tp(), v, source, prefix=f"{path}[{i}].") for i, v in enumerate(value)
+            )
         return tuple(_coerce(v, item_tp, path, source) for v in value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -235,22 +258,111 @@ def preset_path(name: str) -> Path:
 
 
 def check(cfg: Config, source: str = "config") -> Config:
-    """Settings that are valid alone but not together; run on every fully resolved config."""
-    d, next_item = cfg.data, cfg.train.objective == "next"
+    """Every value in range and the values consistent with each other; run on every fully
+    resolved config (presets, overrides, config.json, and by `train` before it writes)."""
+    problems = _range_problems(cfg) + _combination_problems(cfg)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return cfg
+
+
+# (section, key, lowest, highest, lowest allowed?, highest allowed?) for numeric settings
+_RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
+    ("data", "max_len", 1, float("inf"), True, True),
+    ("model", "dim", 1, float("inf"), True, True),
+    ("model", "n_layers", 1, float("inf"), True, True),
+    ("model", "n_heads", 1, float("inf"), True, True),
+    ("model", "ffn_dim", 1, float("inf"), True, True),
+    ("model", "dropout", 0, 1, True, False),
+    ("model", "attn_dropout", 0, 1, True, False),
+    ("model", "n_interests", 1, float("inf"), True, True),
+    ("model", "interest_temperature", 0, float("inf"), False, True),
+    ("model", "n_time_buckets", 1, float("inf"), True, True),
+    ("model", "attention_dim", 0, float("inf"), True, True),
+    ("loss", "n_negatives", 1, float("inf"), True, True),
+    ("loss", "temperature", 0, float("inf"), False, True),
+    ("loss", "contrastive_weight", 0, float("inf"), True, True),
+    ("loss", "contrastive_temperature", 0, float("inf"), False, True),
+    ("loss", "contrastive_rate", 0, 1, True, True),
+    ("train", "mask_prob", 0, 1, False, True),
+    ("train", "last_mask_prob", 0, 1, True, True),
+    ("train", "epochs", 1, float("inf"), True, True),
+    ("train", "batch_size", 1, float("inf"), True, True),
+    ("train", "lr", 0, float("inf"), False, True),
+    ("train", "weight_decay", 0, float("inf"), True, True),
+    ("train", "grad_clip", 0, float("inf"), True, True),
+    ("train", "warmup_steps", 0, float("inf"), True, True),
+    ("train", "ema_decay", 0, 1, True, False),
+    ("train", "patience", 1, float("inf"), True, True),
+    ("train", "eval_every", 1, float("inf"), True, True),
+    ("train", "max_minutes", 0, float("inf"), True, True),
+    ("train", "threads", 0, float("inf"), True, True),
+)
+
+
+def _range_problems(cfg: Config) -> list[str]:
+    out = []
+    for section, key, low, high, low_ok, high_ok in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        above = value >= low if low_ok else value > low
+        below = value <= high if high_ok else value < high
+        if not (above and below and value == value):  # value == value: not NaN
+            lo = f"{'>=' if low_ok else '>'} {low:g}"
+            hi = "" if high == float("inf") else f" and {'<=' if high_ok else '<'} {high:g}"
+            out.append(f"'{section}.{key}' must be {lo}{hi}, got {value!r}")
+    return out
+
+
+def _combination_problems(cfg: Config) -> list[str]:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    out = []
+    if m.encoder == "transformer" and m.n_heads >= 1 and m.dim % m.n_heads:
+        out.append(f"'model.dim' ({m.dim}) must be divisible by 'model.n_heads' ({m.n_heads})")
     if not 0 <= d.window_stride <= d.max_len:
-        raise ConfigError(
-            f"{source}: 'data.window_stride' must be between 0 and data.max_len ({d.max_len}), "
+        out.append(
+            f"'data.window_stride' must be between 0 and data.max_len ({d.max_len}), "
             f"got {d.window_stride}"
         )
     if d.recent_targets < 0:
-        raise ConfigError(f"{source}: 'data.recent_targets' must be >= 0, got {d.recent_targets}")
+        out.append(f"'data.recent_targets' must be >= 0, got {d.recent_targets}")
+    objectives = {t.objective, *(s.objective for s in t.stages if s.objective)}
     overlapping = d.window_stride not in (0, d.max_len)
-    if (overlapping or d.recent_targets) and (d.windows != "all" or not next_item):
-        raise ConfigError(
-            f"{source}: 'data.window_stride' and 'data.recent_targets' apply to "
+    if (overlapping or d.recent_targets) and (d.windows != "all" or objectives != {"next"}):
+        out.append(
+            "'data.window_stride' and 'data.recent_targets' apply to "
             "data.windows='all' with the next-item objective only"
         )
-    return cfg
+    if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device)):
+        out.append(f"'train.device' must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    depth = m.n_layers
+    for i, stage in enumerate(t.stages):
+        where = f"'train.stages[{i}]"
+        if stage.epochs < 1:
+            out.append(f"{where}.epochs' must be >= 1, got {stage.epochs}")
+        if stage.n_layers is not None:
+            if stage.n_layers < depth:
+                out.append(
+                    f"{where}.n_layers' ({stage.n_layers}) is below the depth before it "
+                    f"({depth}); stages may only grow the encoder"
+                )
+            depth = max(depth, stage.n_layers)
+        if stage.contrastive_weight is not None and stage.contrastive_weight < 0:
+            out.append(f"{where}.contrastive_weight' must be >= 0")
+        top = re.fullmatch(r"top:(\d+)", stage.trainable)
+        if stage.trainable != "all" and not (top and 1 <= int(top.group(1)) <= depth):
+            out.append(
+                f"{where}.trainable' must be 'all' or 'top:N' with 1 <= N <= {depth}, "
+                f"got {stage.trainable!r}"
+            )
+        if m.encoder == "sru":
+            bad = [a for a in m.attention_layers if not -depth <= a < depth]
+            if bad:
+                out.append(f"'model.attention_layers' {bad} out of range for {depth} layers")
+    if m.encoder == "sru" and not t.stages:
+        bad = [a for a in m.attention_layers if not -depth <= a < depth]
+        if bad:
+            out.append(f"'model.attention_layers' {bad} out of range for {depth} layers")
+    return out
 
 
 def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

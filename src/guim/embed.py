@@ -79,48 +79,90 @@ def recommend(
 
 
 class GuimRun:
-    """A trained GUIM model as an Embedder: `embed_users`, `embed_items`, `recommend`.
+    """A trained model as an Embedder: `embed_users`, `embed_items`, `recommend`.
 
     Built by `guim.load_run(run_dir)` (or around an in-memory model during training), it is the
-    path that evaluation, the benchmark, export and serving all use.
+    path that evaluation, the benchmark, export and serving all use. The model runs on the
+    device its weights are on; vectors come back as numpy arrays.
+
+    Histories carry event types and timestamps (`Sequences`, as served histories do). A bare
+    list of item ids gets the run's recorded defaults (`history_defaults`, from dataset.json):
+    every event of the type most common in the training data, one median training gap apart.
+    Models trained without data.use_events / data.use_time ignore those inputs.
     """
 
-    def __init__(self, model, cfg, run_dir: str | Path | None = None, batch_size: int = 512):
+    def __init__(
+        self,
+        model,
+        cfg,
+        run_dir: str | Path | None = None,
+        batch_size: int = 512,
+        history_defaults: dict[str, int] | None = None,
+    ):
         self.model = model
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.name = "guim"
         self.batch_size = batch_size
+        self.history_defaults = history_defaults or {"event": 1, "gap_seconds": 1}
 
     # -- Embedder protocol --------------------------------------------------------------------
-    def embed_users(self, histories: Sequences | list[list[int]]) -> np.ndarray:
-        """(N, K, D) float32 user vectors; histories as Sequences or lists of item_idx."""
-        if not isinstance(histories, Sequences):
-            histories = Sequences.from_lists(histories)
+    def embed_users(
+        self,
+        histories: Sequences | list[list[int]],
+        events: list[list[int]] | None = None,
+        timestamps: list[list[int]] | None = None,
+    ) -> np.ndarray:
+        """(N, K, D) float32 user vectors; histories as Sequences (with their event types and
+        timestamps) or lists of item_idx, with `events` (codes of guim.data.schema.EVENT_TYPES)
+        and `timestamps` (seconds) lists of the same shape, or the run's defaults without."""
+        histories = self.as_sequences(histories, events, timestamps)
         # batches of similar length, each padded only to its longest history
         order = np.argsort(histories.lengths, kind="stable")
         was_training = self.model.training
         self.model.eval()
+        device = next(self.model.parameters()).device
         k, d = self.cfg.model.n_interests, self.cfg.model.dim
         out = np.zeros((len(histories), k, d), dtype=np.float32)
         with torch.inference_mode():
             for b0 in range(0, len(histories), self.batch_size):
                 rows = order[b0 : b0 + self.batch_size]
                 p = histories.take(rows).padded(self.cfg.data.max_len, trim=True)
-                out[rows] = self.model.user_vectors(
-                    torch.from_numpy(p["item_idx"]),
-                    torch.from_numpy(p["event"]),
-                    torch.from_numpy(p["timestamp"]),
-                ).numpy()
+                out[rows] = (
+                    self.model.user_vectors(
+                        torch.from_numpy(p["item_idx"]).to(device),
+                        torch.from_numpy(p["event"]).to(device),
+                        torch.from_numpy(p["timestamp"]).to(device),
+                    )
+                    .cpu()
+                    .numpy()
+                )
         self.model.train(was_training)
         return out
+
+    def as_sequences(
+        self,
+        histories: Sequences | list[list[int]],
+        events: list[list[int]] | None = None,
+        timestamps: list[list[int]] | None = None,
+    ) -> Sequences:
+        """Histories as Sequences; lists of item_idx get `events` / `timestamps` or the run's
+        defaults (see the class docstring)."""
+        if isinstance(histories, Sequences):
+            return histories
+        if events is None:
+            events = [[self.history_defaults["event"]] * len(h) for h in histories]
+        if timestamps is None:
+            gap = self.history_defaults["gap_seconds"]
+            timestamps = [[gap * j for j in range(len(h))] for h in histories]
+        return Sequences.from_lists(histories, events, timestamps)
 
     def embed_items(self) -> np.ndarray:
         """(n_items + 1, D) float32 item vectors; unseen items come from attributes/text."""
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
-            out = self.model.item_vectors().numpy()
+            out = self.model.item_vectors().cpu().numpy()
         self.model.train(was_training)
         return out
 
@@ -130,11 +172,15 @@ class GuimRun:
         return Scorer(m.interest_score, m.interest_temperature)
 
     def recommend(
-        self, histories: Sequences | list[list[int]], k: int = 10, mask_history: bool = True
+        self,
+        histories: Sequences | list[list[int]],
+        k: int = 10,
+        mask_history: bool = True,
+        events: list[list[int]] | None = None,
+        timestamps: list[list[int]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item_idx and scores for each history (see `guim.embed.recommend`)."""
-        if not isinstance(histories, Sequences):
-            histories = Sequences.from_lists(histories)
+        histories = self.as_sequences(histories, events, timestamps)
         return recommend(self, histories, k, mask_history=mask_history)
 
     # -- raw ids at the edge --------------------------------------------------------------------
@@ -171,56 +217,81 @@ class GuimRun:
         return out
 
     @staticmethod
-    def write_dataset_info(run_dir: Path, dataset) -> None:
-        """Record which dataset a run was trained on and copy its vocabularies."""
+    def write_dataset_info(run_dir: Path, dataset, tables=None, scheme: str = "loo") -> None:
+        """Record which dataset a run was trained on, the sizes its model is built with
+        (`tables`: guim.models.tokens.ItemTables) and the defaults of bare histories, and copy
+        the dataset's vocabularies."""
         import shutil
 
         from guim.io import write_json
 
-        write_json(
-            Path(run_dir) / "dataset.json",
-            {
-                "path": str(Path(dataset.path).resolve()),
-                "name": dataset.name,
-                "hash": dataset.hash,
-                "n_items": dataset.n_items,
-                "n_users": dataset.n_users,
-                "n_attributes": dataset.n_attributes,
-            },
-        )
+        info = {
+            "path": str(Path(dataset.path).resolve()),
+            "name": dataset.name,
+            "hash": dataset.hash,
+            "n_items": dataset.n_items,
+            "n_users": dataset.n_users,
+            "n_attributes": dataset.n_attributes,
+        }
+        if tables is not None:
+            info["model_sizes"] = tables.sizes()
+            info["history_defaults"] = history_defaults(dataset.train_sequences(scheme))
+        write_json(Path(run_dir) / "dataset.json", info)
         vocab = Path(run_dir) / "vocab"
         if not vocab.exists():
             shutil.copytree(Path(dataset.path) / "vocab", vocab)
 
 
-def load_run(run_dir: str | Path) -> GuimRun:
-    """Rebuild a trained GUIM from its run directory alone (config.json + model.safetensors)."""
+def history_defaults(seqs: Sequences) -> dict[str, int]:
+    """Event type and time gap for histories given as bare item ids: the training data's most
+    common event type and its median gap between a user's consecutive events (seconds)."""
+    codes = np.bincount(np.asarray(seqs.event, dtype=np.int64), minlength=2)
+    codes[0] = 0  # padding
+    ts = np.asarray(seqs.timestamp, dtype=np.int64)
+    same_user = np.ones(len(ts), dtype=bool)
+    same_user[np.asarray(seqs.offsets[:-1], dtype=np.int64)] = False  # first event of a user
+    gaps = np.diff(ts, prepend=0)[same_user]
+    gap = int(np.median(gaps)) if len(gaps) else 0
+    return {"event": int(codes.argmax()) if codes.any() else 1, "gap_seconds": max(gap, 0)}
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> GuimRun:
+    """Rebuild a trained model of any kind from its run directory alone: config.json (the
+    architecture), dataset.json (the sizes) and model.safetensors (the weights)."""
     from guim.checkpoint import load_weights
     from guim.config import config_from_json
-    from guim.models.guim import GUIM
+    from guim.io import read_json
+    from guim.models import build_model
+    from guim.models.tokens import ItemTables
 
     run_dir = Path(run_dir)
     for name in ("config.json", "model.safetensors"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     cfg = config_from_json(run_dir / "config.json")
+    info = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").exists() else {}
     weights = load_weights(run_dir / "model.safetensors")
-    n_items = weights["tokens.id_emb.weight"].shape[0] - 1
-    n_attributes = (
-        weights["tokens.attr_emb.weight"].shape[0] - 1 if "tokens.attr_emb.weight" in weights else 0
-    )
-    empty = torch.zeros(0, dtype=torch.int64)
-    model = GUIM(
-        cfg,
-        n_items=n_items,
-        n_attributes=n_attributes,
-        attr_offsets=weights.get(
-            "tokens.attr_offsets", torch.zeros(n_items + 2, dtype=torch.int64)
-        ),
-        attr_flat=weights.get("tokens.attr_flat", empty),
-        known=weights["tokens.known"].bool(),
-        text=weights.get("tokens.text"),
-    )
+    sizes = info.get("model_sizes") or _legacy_sizes(weights)
+    causal = cfg.train.objective == "next"
+    if cfg.train.stages:  # the objective of the last stage
+        causal = (cfg.train.stages[-1].objective or cfg.train.objective) == "next"
+    model = build_model(cfg.model, cfg.data, ItemTables.placeholder(sizes), causal)
     model.load_state_dict(weights)
-    model.eval()
-    return GuimRun(model, cfg, run_dir)
+    model.to(device).eval()
+    return GuimRun(model, cfg, run_dir, history_defaults=info.get("history_defaults"))
+
+
+def _legacy_sizes(weights: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Sizes of a run written before dataset.json recorded them (guim <= the engine issue):
+    read from the saved tables (buffers), not from parameter shapes."""
+    known = weights["tokens.known"]
+    return {
+        "n_items": len(known) - 1,
+        "n_attributes": (
+            weights["tokens.attr_emb.weight"].shape[0] - 1
+            if "tokens.attr_emb.weight" in weights
+            else 0
+        ),
+        "n_attribute_links": len(weights.get("tokens.attr_flat", torch.zeros(0))),
+        "text_dim": weights["tokens.text"].shape[1] if "tokens.text" in weights else 0,
+    }

@@ -1,64 +1,131 @@
-"""`guim train`: one explicit loop. Next-item (causal, every position predicts the next item) or
-masked-item (Cloze) objective; full-softmax or sampled-InfoNCE loss; validation NDCG@10 every
-epoch with early stopping and the best weights kept; atomic checkpoints and `--resume`.
+"""`guim train`: one explicit loop, read top to bottom. `build` makes the model, sampler and
+optimisers from the config; `train_epoch` runs one epoch; `validate` scores it and keeps the
+best weights (`TrainState` is the early-stopping record); `finish` writes the run.
 
-Every epoch re-seeds its random streams from (seed, epoch), so a run resumed from a checkpoint
-continues exactly as the uninterrupted run would have.
+Next-item (causal) or masked-item (Cloze) objective; full-softmax or sampled-InfoNCE loss plus
+optional loss terms (the contrastive views), each a tensor added beside the main loss; training
+stages (`[[train.stages]]`) that grow the encoder, choose what trains or change the objective;
+atomic checkpoints and `--resume`, also across stage boundaries. Every epoch re-seeds its random
+streams from (seed, epoch), so a resumed run continues exactly as the uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from guim.checkpoint import (
-    append_log,
-    load_checkpoint,
-    load_weights,
-    read_log,
-    save_checkpoint,
-    save_weights,
-)
-from guim.config import Config, config_from_json
-from guim.data.dataset import Dataset, Sequences
+from guim.checkpoint import append_log, load_checkpoint, read_log, save_checkpoint, save_weights
+from guim.config import Config, StageConfig, check, config_from_json
+from guim.data.batches import Batch, make_batches
+from guim.data.dataset import Dataset, EvalCases, Sequences
 from guim.embed import GuimRun
+from guim.errors import UserError
 from guim.evaluate import rank_cases
-from guim.io import write_json
-from guim.losses import info_nce
+from guim.io import read_json, write_json
+from guim.losses import interest_info_nce, view_info_nce
 from guim.metrics import metrics_from_ranks
-from guim.models.guim import GUIM
-from guim.models.mor import interest_scores, nearest_interest
+from guim.models import build_model
+from guim.models.guim import View
+from guim.models.tokens import ItemTables
 from guim.progress import console, make_progress
 from guim.sampling import NegativeSampler
 
-MONITOR = "NDCG@10"
+# the validation metric that picks the best epoch and stops training early
+SELECTION_METRIC = "NDCG@10"
 
 
 @dataclass
-class Batch:
-    items: torch.Tensor  # (B, T) input item indices, left-padded
-    events: torch.Tensor  # (B, T)
-    timestamps: torch.Tensor  # (B, T)
-    targets: torch.Tensor  # (B, T) item to predict at each position, 0 = none
-    masked: torch.Tensor | None  # (B, T) bool, masked-item objective only
+class TrainState:
+    """What a checkpoint records besides weights: the early-stopping record and the clock."""
+
+    best: float = -1.0  # best validation SELECTION_METRIC of the current architecture
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the last improvement, in this stage
+    step: int = 0  # optimiser steps so far (learning-rate schedule)
+    train_seconds: float = 0.0
+    stage: int = 0  # the stage the model's weights belong to
+    next_epoch: int = 0  # the epoch to run next
 
 
-def build_model(cfg: Config, dataset: Dataset, known: np.ndarray) -> GUIM:
-    """A fresh GUIM for `dataset`; `known` (n_items + 1,) marks items seen in training."""
+@dataclass
+class Trainer:
+    """Everything one run trains with; `build` makes it."""
+
+    cfg: Config  # the configuration as run: stages resolved, model = the current architecture
+    stages: list[StageConfig]  # resolved: every field set
+    dataset: Dataset
+    seqs: Sequences  # training sequences of the config's scheme
+    valid: EvalCases  # validation cases
+    tables: ItemTables
+    model: torch.nn.Module
+    sampler: NegativeSampler | None
+    optimizers: dict[str, torch.optim.Optimizer]
+    known: torch.Tensor  # (n_items + 1,) bool on the device: items seen in training
+    device: torch.device
+    best: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    state: TrainState
+
+
+# ---- set-up ----------------------------------------------------------------------------------
+
+
+def resolve_device(spec: str) -> torch.device:
+    """train.device -> a torch device; "auto" is the first GPU when one is present."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={spec!r}, but torch sees no CUDA device here")
+    return device
+
+
+def resolve_stages(cfg: Config) -> tuple[StageConfig, ...]:
+    """The stage plan with every field set (no stages: one stage of train.epochs epochs)."""
+    m, tr, loss = cfg.model, cfg.train, cfg.loss
+    if not tr.stages:
+        return (
+            StageConfig(tr.epochs, m.n_layers, "copy", "all", tr.objective, loss.contrastive_weight),
+        )
+    out, depth, objective = [], m.n_layers, tr.objective
+    weight = loss.contrastive_weight
+    for s in tr.stages:
+        depth, objective = s.n_layers or depth, s.objective or objective
+        weight = weight if s.contrastive_weight is None else s.contrastive_weight
+        out.append(replace(s, n_layers=depth, objective=objective, contrastive_weight=weight))
+    return tuple(out)
+
+
+def stage_of(stages: list[StageConfig], epoch: int) -> int:
+    """Index of the stage that `epoch` (0-based, counted over the whole run) belongs to."""
+    end = 0
+    for i, s in enumerate(stages):
+        end += s.epochs
+        if epoch < end:
+            return i
+    return len(stages) - 1
+
+
+def stage_start(stages: list[StageConfig], index: int) -> int:
+    return sum(s.epochs for s in stages[:index])
+
+
+def item_tables(cfg: Config, dataset: Dataset, known: np.ndarray) -> ItemTables:
+    """The catalogue's tables for a model: attribute ids, text vectors, items seen in training."""
     offsets, flat = dataset.item_attributes
     text = None
     if cfg.data.use_text:
         from guim.text import item_text_vectors
 
         text = torch.from_numpy(item_text_vectors(dataset, cfg.data.text_model))
-    return GUIM(
-        cfg,
+    return ItemTables(
         n_items=dataset.n_items,
         n_attributes=dataset.n_attributes,
         attr_offsets=torch.from_numpy(offsets),
@@ -68,145 +135,112 @@ def build_model(cfg: Config, dataset: Dataset, known: np.ndarray) -> GUIM:
     )
 
 
-def make_batches(
-    seqs: Sequences, cfg: Config, rng: np.random.Generator, generator: torch.Generator
-) -> list[Batch]:
-    """One epoch of batches of windows over the training sequences, grouped by length to limit
-    padding, batches in random order.
-
-    data.windows = "crop": one window per user, a random crop when the sequence is longer than
-    the model's window. "all": every sequence is cut, from its end, into windows ending
-    `data.window_stride` items apart (default: max_len, i.e. consecutive windows whose targets do
-    not overlap); a window is trained on its last `window_stride` targets only (the first window
-    of a sequence on all of its own), so each interaction is predicted once per epoch however long
-    the history, and with a smaller stride every target sees more context.
-    """
-    max_len, next_item = cfg.data.max_len, cfg.train.objective == "next"
-    span = max_len + 1 if next_item else max_len
-    step = span - 1 if next_item else span  # next-item windows share one (input-only) item
-    # window_stride / recent_targets are checked with the config (guim.config.check)
-    stride, recent = cfg.data.window_stride or step, cfg.data.recent_targets
-    lengths = seqs.lengths
-    rows = np.flatnonzero(lengths >= 2)
-    n = lengths[rows]
-    n_targets = None  # "all": targets trained per window, its last ones (crop: all of them)
-    if cfg.data.windows == "crop":
-        start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
-        take = np.minimum(n, span)
-        starts = seqs.offsets[rows] + start_in_row
-    else:
-        # window j of a row ends at n - j * stride, until one starts at the row's first item
-        n_windows = 1 + (np.maximum(n - span, 0) + stride - 1) // stride
-        row_of = np.repeat(np.arange(len(rows)), n_windows)
-        j = np.arange(len(row_of)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-        end = n[row_of] - j * stride
-        start = np.maximum(end - span, 0)
-        take = end - start
-        starts = seqs.offsets[rows][row_of] + start
-        # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
-        n_targets = np.where(start > 0, stride, take - 1)
-        if recent:
-            # only targets among the row's last `recent` items: [n - recent, n)
-            first = np.maximum(n[row_of] - recent, 1)
-            n_targets = np.minimum(n_targets, end - first)
-            keep = n_targets > 0
-            n_targets, take, starts = n_targets[keep], take[keep], starts[keep]
-    order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
-    bs = cfg.train.batch_size
-    chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
-    rng.shuffle(chunks)
-    batches = []
-    for chunk in chunks:
-        t = int(take[chunk].max())
-        b = len(chunk)
-        items = np.zeros((b, t), dtype=np.int64)
-        events = np.zeros((b, t), dtype=np.int64)
-        times = np.zeros((b, t), dtype=np.int64)
-        for r, c in enumerate(chunk):
-            s, k = starts[c], take[c]
-            items[r, t - k :] = seqs.item_idx[s : s + k]
-            events[r, t - k :] = seqs.event[s : s + k]
-            times[r, t - k :] = seqs.timestamp[s : s + k]
-        if next_item:
-            targets = np.zeros_like(items[:, 1:])
-            targets[:] = items[:, 1:]
-            targets[items[:, :-1] == 0] = 0
-            if n_targets is not None:  # "all" windows: only their last n_targets count
-                keep = np.arange(t - 1)[None, :] >= (t - 1) - n_targets[chunk][:, None]
-                targets[~keep] = 0
-            batches.append(
-                Batch(
-                    torch.from_numpy(items[:, :-1]),
-                    torch.from_numpy(events[:, :-1]),
-                    torch.from_numpy(times[:, :-1]),
-                    torch.from_numpy(targets),
-                    None,
-                )
-            )
-        else:
-            batches.append(_mask_batch(items, events, times, cfg, rng))
-    return batches
+def make_optimizers(model: torch.nn.Module, cfg: Config) -> dict[str, torch.optim.Optimizer]:
+    """AdamW over the trainable dense parameters; SparseAdam over sparse embeddings."""
+    tr = cfg.train
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sparse_ids = {
+        id(mod.weight)
+        for mod in model.modules()
+        if isinstance(mod, torch.nn.Embedding) and mod.sparse and mod.weight.requires_grad
+    }
+    dense = [p for p in trainable if id(p) not in sparse_ids]
+    opts: dict[str, torch.optim.Optimizer] = {
+        "dense": torch.optim.AdamW(dense, lr=tr.lr, weight_decay=tr.weight_decay)
+    }
+    sparse = [p for p in trainable if id(p) in sparse_ids]
+    if sparse:
+        opts["sparse"] = torch.optim.SparseAdam(sparse, lr=tr.lr)
+    return opts
 
 
-def _mask_batch(items, events, times, cfg: Config, rng: np.random.Generator) -> Batch:
-    real = items > 0
-    masked = (rng.random(items.shape) < cfg.train.mask_prob) & real
-    last_only = rng.random(len(items)) < cfg.train.last_mask_prob
-    masked[last_only] = False
-    masked[last_only, -1] = True
-    # every window predicts at least one item
-    none = ~masked.any(axis=1)
-    masked[none, -1] = True
-    targets = np.where(masked, items, 0)
-    inputs = np.where(masked, 0, items)
-    return Batch(
-        torch.from_numpy(inputs),
-        torch.from_numpy(events),
-        torch.from_numpy(times),
-        torch.from_numpy(targets),
-        torch.from_numpy(masked),
+def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
+    """Shape the model for stage `index`: grow the encoder (from the best weights so far when
+    `restore_best`), set the objective and what trains, and fresh optimisers. Returns whether
+    the architecture changed."""
+    stage, model = t.stages[index], t.model
+    if restore_best:
+        model.load_state_dict(t.best)
+    grown = stage.n_layers != t.cfg.model.n_layers
+    if grown:
+        torch.manual_seed(t.cfg.train.seed * 1_000_003 + index)  # "random" growth
+        model.grow(stage.n_layers, stage.grow)
+        t.cfg = replace(t.cfg, model=model.model_cfg)
+    model.causal = stage.objective == "next"
+    model.set_trainable(stage.trainable)
+    t.optimizers = make_optimizers(model, t.cfg)
+    t.state.stage = index
+    return grown
+
+
+def build(cfg: Config, dataset: Dataset) -> Trainer:
+    """Model (first stage's architecture, on train.device), sampler and optimisers."""
+    stages = list(resolve_stages(cfg))
+    device = resolve_device(cfg.train.device)
+    popularity = dataset.item_popularity(cfg.data.scheme)
+    known = popularity > 0
+    first = stages[0]
+    cfg = replace(
+        cfg,
+        model=replace(cfg.model, n_layers=first.n_layers),
+        train=replace(cfg.train, stages=tuple(stages) if cfg.train.stages else ()),
     )
+    torch.manual_seed(cfg.train.seed)
+    sparse = cfg.loss.kind == "sampled"
+    causal = first.objective == "next"
+    tables = item_tables(cfg, dataset, known)
+    model = build_model(cfg.model, cfg.data, tables, causal, sparse)
+    model.to(device)
+    sampler = NegativeSampler(cfg.loss, popularity, known) if sparse else None
+    t = Trainer(
+        cfg,
+        stages,
+        dataset,
+        dataset.train_sequences(cfg.data.scheme),
+        dataset.eval_cases(cfg.data.scheme, "valid"),
+        tables,
+        model,
+        sampler,
+        {},
+        torch.from_numpy(known).to(device),
+        device,
+        best={},
+        ema=None,
+        state=TrainState(),
+    )
+    enter_stage(t, 0, restore_best=False)
+    t.best = _copy(model.state_dict())
+    t.ema = _copy(model.state_dict()) if cfg.train.ema_decay > 0 else None
+    return t
 
 
-def step_loss(
-    model: GUIM,
-    batch: Batch,
-    cfg: Config,
-    known_t: torch.Tensor,
-    sampler: NegativeSampler | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Loss of one batch (mean over predicted positions), plus the contrastive term if on."""
-    states = model.encode(batch.items, batch.events, batch.timestamps, batch.masked)  # (B,T,K,D)
-    sel = batch.targets > 0
-    users = model.output(states[sel])  # (P, K, D)
-    targets = batch.targets[sel]  # (P,)
-    if sampler is None:
-        cand_vecs = model.item_vectors()  # (N + 1, D)
-        positive, log_q, allowed = targets, None, known_t
-    else:
-        cand = sampler.candidates(targets, generator)
-        cand_vecs = model.output(model.tokens(cand.items))  # (C, D)
-        positive, log_q, allowed = cand.positive, cand.log_q, cand.allowed
-    m = cfg.model
-    if m.n_interests > 1 and m.interest_score == "softmax":
-        scores = interest_scores(users, cand_vecs, "softmax", m.interest_temperature)
-    else:
-        user = nearest_interest(users, cand_vecs[positive])  # (P, D); K = 1: the only one
-        scores = user @ cand_vecs.T  # (P, C)
-    loss = info_nce(scores, positive, log_q, cfg.loss.temperature, allowed)
-    if cfg.loss.contrastive_weight > 0:
-        loss = loss + cfg.loss.contrastive_weight * contrastive_loss(
-            model, batch, states, cfg, generator
-        )
-    return loss
+def restore(t: Trainer, run_dir: Path) -> bool:
+    """Load the latest checkpoint of `run_dir` into `t` (its stage's architecture first)."""
+    latest = run_dir / "checkpoints" / "latest.json"
+    if not latest.exists():
+        return False
+    saved = read_json(run_dir / "checkpoints" / read_json(latest)["checkpoint"] / "state.json")
+    for index in range(1, int(saved.get("stage", 0)) + 1):
+        enter_stage(t, index, restore_best=False)
+    restored = load_checkpoint(run_dir, t.model, t.optimizers)
+    assert restored is not None
+    ckpt, t.best, extra = restored
+    t.ema = extra.get("ema", t.ema)
+    known = {f.name for f in fields(TrainState)}
+    t.state = TrainState(**{k: v for k, v in ckpt.items() if k in known})
+    if "next_epoch" not in ckpt:  # a checkpoint of an earlier guim
+        t.state.next_epoch = ckpt["epoch"] + 1
+    _truncate_log(run_dir, ckpt["epoch"])
+    console.print(f"resuming after epoch {ckpt['epoch']}")
+    return True
 
 
-def contrastive_loss(
-    model: GUIM, batch: Batch, states: torch.Tensor, cfg: Config, generator: torch.Generator
-) -> torch.Tensor:
-    """InfoNCE between two views of each sequence's last-position user vector: this pass and a
-    second pass with fresh dropout and, for "mask"/"crop", a corrupted input."""
+# ---- one epoch -------------------------------------------------------------------------------
+
+
+def contrastive_view(batch: Batch, cfg: Config, generator: torch.Generator) -> View:
+    """The second view of a batch for the contrastive term: the same inputs ("dropout": only
+    the dropout differs), or a share `loss.contrastive_rate` of the items masked or cropped."""
     lc = cfg.loss
     items, masked = batch.items, batch.masked
     real = items > 0
@@ -220,29 +254,44 @@ def contrastive_loss(
         cut = (n.float() * lc.contrastive_rate * torch.rand(n.shape, generator=generator)).long()
         rank = real.long().cumsum(dim=1)  # 1-based rank among real tokens
         items = items.masked_fill(rank <= cut, 0)
-    other = model.encode(items, batch.events * (items > 0), batch.timestamps, masked)
-    z1 = torch.nn.functional.normalize(states[:, -1].mean(dim=1), dim=-1)  # (B, D)
-    z2 = torch.nn.functional.normalize(other[:, -1].mean(dim=1), dim=-1)  # (B, D)
-    sim = z1 @ z2.T  # (B, B)
-    labels = torch.arange(len(sim))
-    t = lc.contrastive_temperature
-    return 0.5 * (info_nce(sim, labels, temperature=t) + info_nce(sim.T, labels, temperature=t))
+    return View(items, batch.events * (items > 0), masked)
 
 
-def _optimizers(model: GUIM, cfg: Config) -> dict[str, torch.optim.Optimizer]:
-    tr = cfg.train
-    sparse = [model.tokens.id_emb.weight] if cfg.loss.kind == "sampled" else []
-    sparse_ids = {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    opts: dict[str, torch.optim.Optimizer] = {
-        "dense": torch.optim.AdamW(dense, lr=tr.lr, weight_decay=tr.weight_decay)
-    }
-    if sparse:
-        opts["sparse"] = torch.optim.SparseAdam(sparse, lr=tr.lr)
-    return opts
+def step_loss(
+    t: Trainer, batch: Batch, generator: torch.Generator, contrastive_weight: float
+) -> torch.Tensor:
+    """Loss of one batch (mean over predicted positions) plus the weighted extra terms."""
+    cfg = t.cfg
+    targets = batch.targets[batch.targets > 0]  # (P,) on the CPU, where the sampler draws
+    candidates, positive, log_q, allowed = None, targets, None, t.known
+    if t.sampler is not None:
+        cand = t.sampler.candidates(targets, generator)
+        candidates, positive, log_q, allowed = cand.items, cand.positive, cand.log_q, cand.allowed
+    view = contrastive_view(batch, cfg, generator) if contrastive_weight > 0 else None
+    dev = t.device
+    out = t.model(
+        batch.to(dev),
+        None if candidates is None else candidates.to(dev),
+        None if view is None else view.to(dev),
+    )
+    m = cfg.model
+    loss = interest_info_nce(
+        out.users,
+        out.items,
+        positive.to(dev),
+        None if log_q is None else log_q.to(dev),
+        cfg.loss.temperature,
+        None if allowed is None else allowed.to(dev),
+        m.interest_score,
+        m.interest_temperature,
+    )
+    if view is not None:
+        contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
+        loss = loss + contrastive_weight * contrastive
+    return loss
 
 
-def _lr_scale(step: int, cfg: Config, total_steps: int) -> float:
+def lr_scale(step: int, cfg: Config, total_steps: int) -> float:
     """Linear warm-up over warmup_steps, then constant or cosine decay to 0 at total_steps."""
     tr = cfg.train
     if tr.warmup_steps > 0 and step < tr.warmup_steps:
@@ -254,6 +303,106 @@ def _lr_scale(step: int, cfg: Config, total_steps: int) -> float:
     return 1.0
 
 
+def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str, float]:
+    """One epoch of the current stage; returns its log record."""
+    tr, stage = t.cfg.train, t.stages[t.state.stage]
+    total_epochs = sum(s.epochs for s in t.stages)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([tr.seed, epoch])
+    torch.manual_seed(tr.seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(tr.seed * 7_919 + epoch)
+    batches = make_batches(t.seqs, t.cfg.data, replace(tr, objective=stage.objective), rng)
+    weight = float(stage.contrastive_weight)
+    t.model.train()
+    total, n_pred = 0.0, 0
+    with make_progress(transient=True) as progress:
+        progress.disable = not show_progress
+        task = progress.add_task(f"epoch {epoch + 1}/{total_epochs}", total=len(batches), info="")
+        for batch in batches:
+            for opt in t.optimizers.values():
+                for g in opt.param_groups:
+                    g["lr"] = tr.lr * lr_scale(t.state.step, t.cfg, total_epochs * len(batches))
+                opt.zero_grad(set_to_none=True)
+            loss = step_loss(t, batch, generator, weight)
+            loss.backward()
+            if tr.grad_clip > 0:
+                dense = [
+                    p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse
+                ]
+                torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip)
+            for opt in t.optimizers.values():
+                opt.step()
+            if t.ema is not None:
+                _update_ema(t.ema, t.model, tr.ema_decay)
+            t.state.step += 1
+            n = int((batch.targets > 0).sum())
+            total += loss.item() * n
+            n_pred += n
+            rate = n_pred / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=1, info=f"loss {total / n_pred:.4f} {rate:,.0f} ev/s")
+    seconds = time.perf_counter() - t0
+    t.state.train_seconds += seconds
+    record = {
+        "epoch": epoch,
+        "loss": total / max(n_pred, 1),
+        "train_seconds": round(seconds, 3),
+        "events_per_second": round(n_pred / seconds, 1),
+    }
+    if len(t.stages) > 1:
+        record["stage"] = t.state.stage
+    return record
+
+
+# ---- validation and the end ----------------------------------------------------------------
+
+
+def validate(t: Trainer, epoch: int) -> dict[str, float]:
+    """Validation metrics of the current (or moving-average) weights; keeps the best weights
+    and updates the early-stopping record."""
+    t1 = time.perf_counter()
+    current = _copy(t.model.state_dict()) if t.ema is not None else None
+    if t.ema is not None:
+        t.model.load_state_dict(t.ema)  # validate (and keep) the averaged weights
+    metrics = metrics_from_ranks(rank_cases(GuimRun(t.model, t.cfg), t.valid), ks=(10, 20))
+    record = {f"valid_{k}": round(v, 6) for k, v in metrics.items()}
+    record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+    if metrics[SELECTION_METRIC] > t.state.best:
+        t.state.best, t.state.best_epoch, t.state.bad_epochs = metrics[SELECTION_METRIC], epoch, 0
+        t.best = _copy(t.model.state_dict())
+    else:
+        t.state.bad_epochs += t.cfg.train.eval_every
+    if current is not None:
+        t.model.load_state_dict(current)
+    return record
+
+
+def finish(t: Trainer, out_dir: Path, stop_reason: str, evaluate_test: bool) -> Path:
+    """Best weights -> model.safetensors, config.json = the architecture trained, metrics.json
+    (with the test metrics unless `evaluate_test` is off)."""
+    model, cfg = t.model, t.cfg
+    model.load_state_dict(t.best)
+    write_json(out_dir / "config.json", cfg.to_dict())
+    save_weights(out_dir / "model.safetensors", model.state_dict())
+    summary = {
+        "dataset": t.dataset.name,
+        "dataset_hash": t.dataset.hash,
+        "config_hash": cfg.hash(),
+        "epochs_run": len(read_log(out_dir)),
+        "best_epoch": t.state.best_epoch + 1,
+        f"valid_{SELECTION_METRIC}": t.state.best,
+        "train_seconds": round(t.state.train_seconds, 2),
+        "stopped": stop_reason,
+    }
+    if evaluate_test:
+        t2 = time.perf_counter()
+        test = t.dataset.eval_cases(cfg.data.scheme, "test")
+        summary["test"] = metrics_from_ranks(rank_cases(GuimRun(model, cfg), test), ks=(5, 10, 20))
+        summary["eval_seconds"] = round(time.perf_counter() - t2, 2)
+    write_json(out_dir / "metrics.json", summary)
+    console.print(f"[green]done[/]: {stop_reason}; best epoch {summary['best_epoch']} -> {out_dir}")
+    return out_dir
+
+
 def train(
     cfg: Config,
     dataset_dir: str | Path,
@@ -262,7 +411,10 @@ def train(
     show_progress: bool = True,
     evaluate_test: bool = True,
 ) -> Path:
-    """Train GUIM on a prepared dataset; returns the run directory."""
+    """Train a model on a prepared dataset; returns the run directory.
+
+    Everything is checked and built before anything is written: a bad config, a missing
+    dataset or (with `resume`) another dataset than the run's leaves no trace."""
     out_dir = Path(out_dir)
     if resume:
         if not (out_dir / "config.json").exists():
@@ -273,137 +425,97 @@ def train(
         cfg = saved
     elif (out_dir / "config.json").exists():
         raise FileExistsError(f"{out_dir} already holds a run; use --resume or another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tr = cfg.train
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
+    check(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     dataset = Dataset(dataset_dir)
-    write_json(out_dir / "config.json", cfg.to_dict())
-    GuimRun.write_dataset_info(out_dir, dataset)
+    if resume:
+        _check_same_dataset(out_dir, dataset)
+    t = build(cfg, dataset)
 
-    seqs = dataset.train_sequences(cfg.data.scheme)
-    popularity = dataset.item_popularity(cfg.data.scheme)
-    known = popularity > 0
-    valid = dataset.eval_cases(cfg.data.scheme, "valid")
-    torch.manual_seed(tr.seed)
-    model = build_model(cfg, dataset, known)
-    known_t = torch.from_numpy(known)
-    sampler = NegativeSampler(cfg.loss, popularity, known) if cfg.loss.kind == "sampled" else None
-    optimizers = _optimizers(model, cfg)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and restore(t, out_dir)):
+            (out_dir / "train_log.jsonl").unlink(missing_ok=True)
+        write_json(out_dir / "config.json", t.cfg.to_dict())
+        GuimRun.write_dataset_info(out_dir, dataset, t.tables, cfg.data.scheme)
+    except BaseException:
+        if created and not resume:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return _loop(t, out_dir, show_progress, evaluate_test)
 
-    state = {"best": -1.0, "best_epoch": -1, "bad_epochs": 0, "step": 0, "train_seconds": 0.0}
-    best = _copy(model.state_dict())
-    ema = _copy(model.state_dict()) if tr.ema_decay > 0 else None
-    start_epoch = 0
-    if resume and (restored := load_checkpoint(out_dir, model, optimizers)) is not None:
-        ckpt_state, best, extra = restored
-        ema = extra.get("ema", ema)
-        state = {k: ckpt_state[k] for k in state}
-        start_epoch = ckpt_state["epoch"] + 1
-        _truncate_log(out_dir, ckpt_state["epoch"])
-        console.print(f"resuming after epoch {ckpt_state['epoch']}")
-    elif not resume:
-        (out_dir / "train_log.jsonl").unlink(missing_ok=True)
 
-    n_params = sum(p.numel() for p in model.parameters())
+def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -> Path:
+    """Epochs from t.state.next_epoch to the end of the last stage (or an early stop)."""
+    tr = t.cfg.train
+    total_epochs = sum(s.epochs for s in t.stages)
+    n_params = sum(p.numel() for p in t.model.parameters())
     console.print(
-        f"[bold]guim train[/] {dataset.name}: {len(seqs)} users, {dataset.n_items} items, "
-        f"{n_params / 1e6:.2f}M parameters, config {cfg.hash()}"
+        f"[bold]guim train[/] {t.dataset.name}: {len(t.seqs)} users, {t.dataset.n_items} items, "
+        f"{n_params / 1e6:.2f}M parameters, config {t.cfg.hash()}, device {t.device}"
     )
     stop_reason = "epochs"
-    for epoch in range(start_epoch, tr.epochs):
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([tr.seed, epoch])
-        torch.manual_seed(tr.seed * 100_003 + epoch)
-        generator = torch.Generator().manual_seed(tr.seed * 7_919 + epoch)
-        batches = make_batches(seqs, cfg, rng, generator)
-        model.train()
-        total, n_pred = 0.0, 0
-        with make_progress(transient=True) as progress:
-            task = progress.add_task(f"epoch {epoch + 1}/{tr.epochs}", total=len(batches), info="")
-            for batch in batches:
-                for opt in optimizers.values():
-                    for g in opt.param_groups:
-                        g["lr"] = tr.lr * _lr_scale(state["step"], cfg, tr.epochs * len(batches))
-                    opt.zero_grad(set_to_none=True)
-                loss = step_loss(model, batch, cfg, known_t, sampler, generator)
-                loss.backward()
-                if tr.grad_clip > 0:
-                    dense = [
-                        p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse
-                    ]
-                    torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip)
-                for opt in optimizers.values():
-                    opt.step()
-                if ema is not None:
-                    _update_ema(ema, model, tr.ema_decay)
-                state["step"] += 1
-                n = int((batch.targets > 0).sum())
-                total += loss.item() * n
-                n_pred += n
-                rate = n_pred / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=1, info=f"loss {total / n_pred:.4f} {rate:,.0f} ev/s")
-        train_seconds = time.perf_counter() - t0
-        state["train_seconds"] += train_seconds
-        record = {
-            "epoch": epoch,
-            "loss": total / max(n_pred, 1),
-            "train_seconds": round(train_seconds, 3),
-            "events_per_second": round(n_pred / train_seconds, 1),
-        }
-        if (epoch + 1) % tr.eval_every == 0 or epoch == tr.epochs - 1:
-            t1 = time.perf_counter()
-            current = _copy(model.state_dict()) if ema is not None else None
-            if ema is not None:
-                model.load_state_dict(ema)  # validate (and keep) the averaged weights
-            metrics = metrics_from_ranks(rank_cases(GuimRun(model, cfg), valid), ks=(10, 20))
-            record.update({f"valid_{k}": round(v, 6) for k, v in metrics.items()})
-            record["eval_seconds"] = round(time.perf_counter() - t1, 3)
-            if metrics[MONITOR] > state["best"]:
-                state.update(best=metrics[MONITOR], best_epoch=epoch, bad_epochs=0)
-                best = _copy(model.state_dict())
-            else:
-                state["bad_epochs"] += tr.eval_every
-            if current is not None:
-                model.load_state_dict(current)
-        mark = "*" if state["best_epoch"] == epoch else " "
+    epoch = t.state.next_epoch
+    while epoch < total_epochs:
+        index = stage_of(t.stages, epoch)
+        if index != t.state.stage:
+            if enter_stage(t, index, restore_best=True):  # a new architecture: a new best
+                t.best = _copy(t.model.state_dict())
+                t.state.best, t.state.best_epoch = -1.0, -1
+                write_json(out_dir / "config.json", t.cfg.to_dict())
+            if t.ema is not None:
+                t.ema = _copy(t.model.state_dict())
+            t.state.bad_epochs = 0
+            s = t.stages[index]
+            console.print(
+                f"[bold]stage {index + 1}/{len(t.stages)}[/]: {s.n_layers} layers, "
+                f"{s.objective} objective, trainable {s.trainable}, {s.epochs} epochs"
+            )
+        record = train_epoch(t, epoch, show_progress)
+        last_of_stage = stage_start(t.stages, index + 1) - 1
+        if (epoch + 1) % tr.eval_every == 0 or epoch == last_of_stage:
+            record.update(validate(t, epoch))
+        mark = "*" if t.state.best_epoch == epoch else " "
         console.print(
             f"epoch {epoch + 1:3d} loss {record['loss']:.4f} "
-            f"valid {MONITOR} {record.get('valid_' + MONITOR, float('nan')):.4f}{mark} "
-            f"({train_seconds:.1f}s train, {record.get('eval_seconds', 0):.1f}s eval)"
+            f"valid {SELECTION_METRIC} {record.get('valid_' + SELECTION_METRIC, float('nan')):.4f}"
+            f"{mark} ({record['train_seconds']:.1f}s train, {record.get('eval_seconds', 0):.1f}s "
+            "eval)"
         )
         append_log(out_dir, record)
-        extra = {"ema": ema} if ema is not None else None
-        save_checkpoint(out_dir, epoch, model, best, optimizers, state, extra)
-        if state["bad_epochs"] >= tr.patience:
-            stop_reason = f"early stop: no better valid {MONITOR} in {tr.patience} epochs"
+        early = t.state.bad_epochs >= tr.patience
+        t.state.next_epoch = stage_start(t.stages, index + 1) if early else epoch + 1
+        extra = {"ema": t.ema} if t.ema is not None else None
+        save_checkpoint(out_dir, epoch, t.model, t.best, t.optimizers, asdict(t.state), extra)
+        if early and index == len(t.stages) - 1:
+            stop_reason = f"early stop: no better valid {SELECTION_METRIC} in {tr.patience} epochs"
             break
-        if tr.max_minutes and state["train_seconds"] / 60 >= tr.max_minutes:
+        if tr.max_minutes and t.state.train_seconds / 60 >= tr.max_minutes:
             stop_reason = f"time budget of {tr.max_minutes} minutes reached"
             break
+        epoch = t.state.next_epoch
+    return finish(t, out_dir, stop_reason, evaluate_test)
 
-    model.load_state_dict(best)
-    save_weights(out_dir / "model.safetensors", model.state_dict())
-    log = read_log(out_dir)
-    summary = {
-        "dataset": dataset.name,
-        "dataset_hash": dataset.hash,
-        "config_hash": cfg.hash(),
-        "epochs_run": len(log),
-        "best_epoch": state["best_epoch"] + 1,
-        f"valid_{MONITOR}": state["best"],
-        "train_seconds": round(state["train_seconds"], 2),
-        "stopped": stop_reason,
-    }
-    if evaluate_test:
-        t2 = time.perf_counter()
-        run = GuimRun(model, cfg)
-        test = dataset.eval_cases(cfg.data.scheme, "test")
-        summary["test"] = metrics_from_ranks(rank_cases(run, test), ks=(5, 10, 20))
-        summary["eval_seconds"] = round(time.perf_counter() - t2, 2)
-    write_json(out_dir / "metrics.json", summary)
-    console.print(f"[green]done[/]: {stop_reason}; best epoch {summary['best_epoch']} -> {out_dir}")
-    return out_dir
+
+def _check_same_dataset(run_dir: Path, dataset: Dataset) -> None:
+    """Refuse to resume a run on another dataset than the one it was trained on."""
+    path = run_dir / "dataset.json"
+    if not path.exists():
+        return
+    info = read_json(path)
+    if info.get("hash") != dataset.hash:
+        raise UserError(
+            f"--resume: {dataset.path} (hash {dataset.hash}) is not the dataset {run_dir} was "
+            f"trained on ({info.get('path')}, hash {info.get('hash')})"
+        )
+    for key in ("n_items", "n_attributes"):
+        if key in info and info[key] != getattr(dataset, key):
+            raise UserError(
+                f"--resume: {dataset.path} has {key}={getattr(dataset, key)}, the run's "
+                f"dataset {info[key]}"
+            )
 
 
 def _copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -411,7 +523,7 @@ def _copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _update_ema(ema: dict[str, torch.Tensor], model: GUIM, decay: float) -> None:
+def _update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * weights (buffers that are not floats are copied)."""
     for name, value in model.state_dict().items():
         if value.is_floating_point():
@@ -424,17 +536,3 @@ def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     """Drop log records written after the checkpoint being resumed from."""
     records = [r for r in read_log(run_dir) if r["epoch"] <= last_epoch]
     (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def load_best(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    return load_weights(Path(run_dir) / "model.safetensors")
-
-
-def epochs_to_reach(run_dir: str | Path, target: float, metric: str = MONITOR) -> float | None:
-    """Training seconds until validation `metric` first reached `target` (None if never)."""
-    seconds = 0.0
-    for record in read_log(run_dir):
-        seconds += record["train_seconds"]
-        if record.get(f"valid_{metric}", -math.inf) >= target:
-            return seconds
-    return None

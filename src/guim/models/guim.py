@@ -1,48 +1,94 @@
 """The GUIM teacher: multi-modal item tokens -> sequence encoder -> K interest vectors per user.
 
 Reads top to bottom: build the item tokens and position features, encode a left-padded batch of
-histories, and read the user vectors at the last position. Items are scored by the same item
-tokens that feed the encoder (tied input/output embeddings), so a cold item is scored from its
-attributes and text alone.
+histories, read the user vectors at the last position (inference) or at the target positions
+(`forward`, training). Items are scored by the same item tokens that feed the encoder (tied
+input/output embeddings), so a cold item is scored from its attributes and text alone.
+
+The model sees only its own config section (`ModelConfig`), the input features it reads
+(`DataConfig`: max_len, attributes, text, events, time), the catalogue's tables (`ItemTables`),
+and whether it is causal, which the trainer derives from the objective.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from guim.config import Config
+from guim.config import DataConfig, ModelConfig
 from guim.models import build_encoder
 from guim.models.mor import InterestHead, interest_scores
-from guim.models.tokens import ItemTokens, PositionFeatures
+from guim.models.tokens import ItemTables, ItemTokens, PositionFeatures
+
+if TYPE_CHECKING:
+    from guim.data.batches import Batch
+
+
+@dataclass
+class View:
+    """A second view of a batch's inputs (contrastive term): items, events, [MASK] positions."""
+
+    items: torch.Tensor  # (B, T)
+    events: torch.Tensor  # (B, T)
+    masked: torch.Tensor | None  # (B, T) bool
+
+    def to(self, device: torch.device | str) -> View:
+        masked = None if self.masked is None else self.masked.to(device)
+        return View(self.items.to(device), self.events.to(device), masked)
+
+
+@dataclass
+class ModelOutput:
+    """What the losses need from one training batch."""
+
+    states: torch.Tensor  # (B, T, K, D) interest vectors at every position
+    users: torch.Tensor  # (P, K, D) scored user vectors at the P target positions
+    items: torch.Tensor  # (C, D) scored vectors of the candidates (C = n_items + 1 when all)
+    view_states: torch.Tensor | None = None  # (B, T, K, D) states of the second view
 
 
 class GUIM(nn.Module):
     def __init__(
         self,
-        cfg: Config,
-        n_items: int,
-        n_attributes: int,
-        attr_offsets: torch.Tensor,
-        attr_flat: torch.Tensor,
-        known: torch.Tensor,
-        text: torch.Tensor | None = None,
+        model: ModelConfig,
+        data: DataConfig,
+        tables: ItemTables,
+        causal: bool,
+        sparse: bool = False,
     ) -> None:
+        """`sparse`: sparse gradients for the id embedding (the sampled loss's SparseAdam)."""
         super().__init__()
-        self.cfg = cfg
-        self.causal = cfg.train.objective == "next"
-        sparse = cfg.loss.kind == "sampled"
-        self.tokens = ItemTokens(
-            cfg.model, cfg.data, n_items, n_attributes, attr_offsets, attr_flat, known, text, sparse
-        )
-        self.positions = PositionFeatures(cfg.model, cfg.data)
-        self.mask_token = nn.Parameter(torch.zeros(cfg.model.dim))
+        self.model_cfg = model
+        self.max_len = data.max_len
+        self.causal = causal
+        self.tokens = ItemTokens(model, data, tables, sparse)
+        self.positions = PositionFeatures(model, data)
+        self.mask_token = nn.Parameter(torch.zeros(model.dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.norm = nn.LayerNorm(cfg.model.dim)
-        self.drop = nn.Dropout(cfg.model.dropout)
-        self.encoder = build_encoder(cfg.model)
-        self.interests = InterestHead(cfg.model)
+        self.norm = nn.LayerNorm(model.dim)
+        self.drop = nn.Dropout(model.dropout)
+        self.encoder = build_encoder(model)
+        self.interests = InterestHead(model)
         self.apply(_init_weights)
+
+    def forward(
+        self, batch: Batch, candidates: torch.Tensor | None = None, view: View | None = None
+    ) -> ModelOutput:
+        """A training batch -> states, user vectors at its targets (batch.targets > 0) and the
+        vectors of `candidates` (C,) item indices (None: every item); `view` adds the states of
+        a second view of the inputs."""
+        states = self.encode(batch.items, batch.events, batch.timestamps, batch.masked)
+        users = self.output(states[batch.targets > 0])  # (P, K, D)
+        # (N + 1, D) every item, or (C, D) the candidates
+        items = self.item_vectors() if candidates is None else self.output(self.tokens(candidates))
+        view_states = None
+        if view is not None:
+            view_states = self.encode(view.items, view.events, batch.timestamps, view.masked)
+        return ModelOutput(states, users, items, view_states)
 
     def encode(
         self,
@@ -76,7 +122,7 @@ class GUIM(nn.Module):
         """
         if self.causal:
             return self.output(self.encode(item_idx, event, timestamp)[:, -1])
-        b, width = item_idx.shape[0], min(item_idx.shape[1] + 1, self.cfg.data.max_len)
+        b, width = item_idx.shape[0], min(item_idx.shape[1] + 1, self.max_len)
         pad = torch.zeros(b, 1, dtype=item_idx.dtype, device=item_idx.device)
         # append the [MASK] slot, keep the last `width` columns
         item_idx = torch.cat([item_idx, pad], dim=1)[:, -width:]
@@ -92,14 +138,54 @@ class GUIM(nn.Module):
 
     def output(self, vectors: torch.Tensor) -> torch.Tensor:
         """User or item vectors as scored: L2-normalised when model.normalize (cosine)."""
-        if self.cfg.model.normalize:
+        if self.model_cfg.normalize:
             return torch.nn.functional.normalize(vectors, dim=-1)
         return vectors
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users (B, K, D), items (C, D) -> (B, C) by the configured interest scoring."""
-        m = self.cfg.model
+        m = self.model_cfg
         return interest_scores(users, items, m.interest_score, m.interest_temperature)
+
+    # -- stages: growing the encoder and choosing what trains -----------------------------------
+    def layers(self) -> nn.ModuleList:
+        """The encoder's layers, bottom to top."""
+        return self.encoder.blocks if hasattr(self.encoder, "blocks") else self.encoder.layers
+
+    def grow(self, n_layers: int, init: str = "copy") -> None:
+        """Add layers on top of the encoder up to `n_layers`. "copy" (MSLT): new layer i is a
+        copy of the current top layers, in order (growing L -> L + k copies layers L - k ..
+        L - 1, cycling when k > L); "random": fresh layers initialised like the model's.
+        model_cfg.n_layers follows."""
+        layers = self.layers()
+        old = len(layers)
+        if n_layers < old:
+            raise ValueError(f"cannot shrink the encoder from {old} to {n_layers} layers")
+        if n_layers > old and not hasattr(self.encoder, "blocks"):
+            raise ValueError(f"model.encoder {self.model_cfg.encoder!r} cannot grow by stages")
+        k = n_layers - old
+        first = max(old - k, 0)
+        for i in range(k):
+            if init == "copy":
+                layers.append(copy.deepcopy(layers[first + i % (old - first)]))
+            else:
+                fresh = type(layers[0])(self.model_cfg)
+                fresh.apply(_init_weights)
+                layers.append(fresh.to(self.mask_token.device))
+        self.model_cfg = replace(self.model_cfg, n_layers=n_layers)
+
+    def set_trainable(self, spec: str) -> None:
+        """ "all": every parameter trains; "top:N": only the top N encoder layers, the encoder's
+        final norm and the interest head (everything below runs without gradients)."""
+        if spec == "all":
+            self.requires_grad_(True)
+            return
+        n = int(spec.removeprefix("top:"))
+        self.requires_grad_(False)
+        for layer in list(self.layers())[-n:]:
+            layer.requires_grad_(True)
+        self.encoder.norm.requires_grad_(True)
+        self.interests.requires_grad_(True)
 
 
 def _init_weights(module: nn.Module) -> None:

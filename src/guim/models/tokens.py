@@ -9,12 +9,48 @@ Position inputs add event-type and time-gap embeddings (`PositionFeatures`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from guim.config import DataConfig, ModelConfig
 from guim.data.schema import EVENT_TYPES
+
+
+@dataclass(frozen=True)
+class ItemTables:
+    """What a model needs to know about the catalogue: its size and the per-item side tables."""
+
+    n_items: int
+    n_attributes: int
+    attr_offsets: torch.Tensor  # (n_items + 2,) int64 CSR offsets into attr_flat
+    attr_flat: torch.Tensor  # (A,) int64 attribute ids
+    known: torch.Tensor  # (n_items + 1,) bool: item seen in training
+    text: torch.Tensor | None = None  # (n_items + 1, E) frozen sentence vectors
+
+    def sizes(self) -> dict[str, int]:
+        """The sizes a run records in dataset.json so `load_run` can rebuild the model."""
+        return {
+            "n_items": self.n_items,
+            "n_attributes": self.n_attributes,
+            "n_attribute_links": len(self.attr_flat),
+            "text_dim": 0 if self.text is None else int(self.text.shape[1]),
+        }
+
+    @staticmethod
+    def placeholder(sizes: dict[str, Any]) -> ItemTables:
+        """Zero tables of the recorded sizes (the real ones are buffers in the saved weights)."""
+        n, text_dim = int(sizes["n_items"]), int(sizes["text_dim"])
+        return ItemTables(
+            n_items=n,
+            n_attributes=int(sizes["n_attributes"]),
+            attr_offsets=torch.zeros(n + 2, dtype=torch.int64),
+            attr_flat=torch.zeros(int(sizes["n_attribute_links"]), dtype=torch.int64),
+            known=torch.ones(n + 1, dtype=torch.bool),
+            text=torch.zeros(n + 1, text_dim) if text_dim else None,
+        )
 
 
 class ItemTokens(nn.Module):
@@ -24,15 +60,17 @@ class ItemTokens(nn.Module):
         self,
         model: ModelConfig,
         data: DataConfig,
-        n_items: int,
-        n_attributes: int,
-        attr_offsets: torch.Tensor,  # (n_items + 2,) CSR offsets into attr_flat
-        attr_flat: torch.Tensor,  # (A,) attribute ids
-        known: torch.Tensor,  # (n_items + 1,) bool: item seen in training
-        text: torch.Tensor | None = None,  # (n_items + 1, E) frozen sentence vectors
+        tables: ItemTables,
         sparse: bool = False,
     ) -> None:
         super().__init__()
+        n_items, n_attributes, attr_flat, text = (
+            tables.n_items,
+            tables.n_attributes,
+            tables.attr_flat,
+            tables.text,
+        )
+        attr_offsets, known = tables.attr_offsets, tables.known
         self.dim = model.dim
         self.n_items = n_items
         self.id_emb = nn.Embedding(n_items + 1, model.dim, padding_idx=0, sparse=sparse)

@@ -1,0 +1,137 @@
+"""Training batches: windows over the training sequences, grouped by length and collated into
+left-padded tensors (`Batch`), for the next-item (causal) or masked-item (Cloze) objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from guim.config import DataConfig, TrainConfig
+from guim.data.dataset import Sequences
+
+
+@dataclass
+class Batch:
+    items: torch.Tensor  # (B, T) input item indices, left-padded
+    events: torch.Tensor  # (B, T)
+    timestamps: torch.Tensor  # (B, T)
+    targets: torch.Tensor  # (B, T) item to predict at each position, 0 = none
+    masked: torch.Tensor | None  # (B, T) bool, masked-item objective only
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device` (no copy when it is already there)."""
+        moved = {
+            f.name: None if (v := getattr(self, f.name)) is None else v.to(device)
+            for f in fields(self)
+        }
+        return Batch(**moved)
+
+
+def make_batches(
+    seqs: Sequences, data: DataConfig, train: TrainConfig, rng: np.random.Generator
+) -> list[Batch]:
+    """One epoch of batches of windows over the training sequences, grouped by length to limit
+    padding, batches in random order (all randomness from `rng`).
+
+    data.windows = "crop": one window per user, a random crop when the sequence is longer than
+    the model's window. "all": every sequence is cut, from its end, into windows ending
+    `data.window_stride` items apart (default: max_len, i.e. consecutive windows whose targets do
+    not overlap); a window is trained on its last `window_stride` targets only (the first window
+    of a sequence on all of its own), so each interaction is predicted once per epoch however long
+    the history, and with a smaller stride every target sees more context.
+    """
+    max_len, next_item = data.max_len, train.objective == "next"
+    span = max_len + 1 if next_item else max_len
+    step = span - 1 if next_item else span  # next-item windows share one (input-only) item
+    # window_stride / recent_targets are checked with the config (guim.config.check)
+    stride, recent = data.window_stride or step, data.recent_targets
+    lengths = seqs.lengths
+    rows = np.flatnonzero(lengths >= 2)
+    n = lengths[rows]
+    n_targets = None  # "all": targets trained per window, its last ones (crop: all of them)
+    if data.windows == "crop":
+        start_in_row = (rng.random(len(rows)) * np.maximum(n - span + 1, 1)).astype(np.int64)
+        take = np.minimum(n, span)
+        starts = seqs.offsets[rows] + start_in_row
+    else:
+        # window j of a row ends at n - j * stride, until one starts at the row's first item
+        n_windows = 1 + (np.maximum(n - span, 0) + stride - 1) // stride
+        row_of = np.repeat(np.arange(len(rows)), n_windows)
+        j = np.arange(len(row_of)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+        end = n[row_of] - j * stride
+        start = np.maximum(end - span, 0)
+        take = end - start
+        starts = seqs.offsets[rows][row_of] + start
+        # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
+        n_targets = np.where(start > 0, stride, take - 1)
+        if recent:
+            # only targets among the row's last `recent` items: [n - recent, n)
+            first = np.maximum(n[row_of] - recent, 1)
+            n_targets = np.minimum(n_targets, end - first)
+            keep = n_targets > 0
+            n_targets, take, starts = n_targets[keep], take[keep], starts[keep]
+    order = np.lexsort((rng.random(len(take)), take))  # by length, random among equals
+    bs = train.batch_size
+    chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
+    rng.shuffle(chunks)
+    batches = []
+    for chunk in chunks:
+        t = int(take[chunk].max())
+        b = len(chunk)
+        items = np.zeros((b, t), dtype=np.int64)
+        events = np.zeros((b, t), dtype=np.int64)
+        times = np.zeros((b, t), dtype=np.int64)
+        for r, c in enumerate(chunk):
+            s, k = starts[c], take[c]
+            items[r, t - k :] = seqs.item_idx[s : s + k]
+            events[r, t - k :] = seqs.event[s : s + k]
+            times[r, t - k :] = seqs.timestamp[s : s + k]
+        if next_item:
+            targets = np.zeros_like(items[:, 1:])
+            targets[:] = items[:, 1:]
+            targets[items[:, :-1] == 0] = 0
+            if n_targets is not None:  # "all" windows: only their last n_targets count
+                keep = np.arange(t - 1)[None, :] >= (t - 1) - n_targets[chunk][:, None]
+                targets[~keep] = 0
+            batches.append(
+                Batch(
+                    torch.from_numpy(items[:, :-1]),
+                    torch.from_numpy(events[:, :-1]),
+                    torch.from_numpy(times[:, :-1]),
+                    torch.from_numpy(targets),
+                    None,
+                )
+            )
+        else:
+            batches.append(mask_batch(items, events, times, train, rng))
+    return batches
+
+
+def mask_batch(
+    items: np.ndarray,
+    events: np.ndarray,
+    times: np.ndarray,
+    train: TrainConfig,
+    rng: np.random.Generator,
+) -> Batch:
+    """Masked-item batch of (B, T) windows: a random `train.mask_prob` share of the real
+    positions (or, for a `last_mask_prob` share of windows, only the last one) become targets."""
+    real = items > 0
+    masked = (rng.random(items.shape) < train.mask_prob) & real
+    last_only = rng.random(len(items)) < train.last_mask_prob
+    masked[last_only] = False
+    masked[last_only, -1] = True
+    # every window predicts at least one item
+    none = ~masked.any(axis=1)
+    masked[none, -1] = True
+    targets = np.where(masked, items, 0)
+    inputs = np.where(masked, 0, items)
+    return Batch(
+        torch.from_numpy(inputs),
+        torch.from_numpy(events),
+        torch.from_numpy(times),
+        torch.from_numpy(targets),
+        torch.from_numpy(masked),
+    )
