@@ -90,3 +90,121 @@ def test_forward_returns_what_the_losses_need(small):
     assert out.states.shape == (*batch.items.shape, 3, 16)
     cand = torch.tensor([0, 3, 7])
     assert torch.equal(t.model(batch, cand).items, out.items[cand])
+
+
+# ---- stages ---------------------------------------------------------------------------------
+
+STAGES = [
+    *TINY,
+    "model.n_layers=1",
+    "train.patience=100",
+    "train.stages=[{epochs=2}, {epochs=3, n_layers=3, trainable='top:2'}, {epochs=1}]",
+]
+
+
+def test_growth_copies_the_top_layers_and_top_n_freezes_the_rest(small):
+    from guim.train import build
+
+    t = build(load_config(None, [*TINY, "model.n_layers=2"]), small)
+    model = t.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.grow(5)  # 2 -> 5: new layers 2, 3, 4 copy layers 0, 1, 0 (cycling)
+    assert model.model_cfg.n_layers == 5 and len(model.layers()) == 5
+    for new, source in ((2, 0), (3, 1), (4, 0)):
+        a, b = model.layers()[new].state_dict(), model.layers()[source].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert model.layers()[new] is not model.layers()[source]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    model.grow(6, init="random")
+    assert not torch.equal(model.layers()[5].qkv.weight, model.layers()[4].qkv.weight)
+    with pytest.raises(ValueError, match="shrink"):
+        model.grow(3)
+    model.set_trainable("top:2")
+    training = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert training and all(
+        n.startswith(("encoder.blocks.4.", "encoder.blocks.5.", "encoder.norm.", "interests."))
+        for n in training
+    )
+    assert any(n.startswith("encoder.blocks.5.") for n in training)
+
+
+def test_load_run_of_a_run_whose_depth_changed_between_stages(small, tmp_path):
+    from guim.embed import load_run
+    from guim.evaluate import evaluate
+
+    stages = "train.stages=[{epochs=2}, {epochs=2, n_layers=3, trainable='top:2'}]"
+    cfg = load_config(None, [*STAGES[:-1], stages])
+    run = train(cfg, small.path, tmp_path / "run", show_progress=False)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == [0, 0, 1, 1]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["n_layers"] == 3  # the architecture at the end
+    assert [s["n_layers"] for s in saved["train"]["stages"]] == [1, 3]
+    sizes = json.loads((run / "dataset.json").read_text())["model_sizes"]
+    assert sizes["n_items"] == small.n_items
+    loaded = load_run(run)
+    assert len(loaded.model.layers()) == 3
+    again = evaluate(loaded, small, "loo", "test", ks=(10,))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert again["NDCG@10"] == pytest.approx(metrics["test"]["NDCG@10"], abs=1e-12)
+
+
+def test_frozen_layers_do_not_change_in_a_top_n_stage(small, tmp_path):
+    """Stage 1 trains everything for one epoch and ends (its best = its last weights); stage 2
+    trains only the new top layer: every other weight is bit-identical to stage 1's result."""
+    base = [*TINY, "model.n_layers=1", "train.patience=100"]
+    one = train(
+        load_config(None, [*base, "train.epochs=1"]),
+        small.path,
+        tmp_path / "one",
+        show_progress=False,
+        evaluate_test=False,
+    )
+    two = train(
+        load_config(None, [*base, "train.stages=[{epochs=1}, {epochs=2, n_layers=2, trainable='top:1'}]"]),
+        small.path, tmp_path / "two", show_progress=False, evaluate_test=False,
+    )  # fmt: skip
+    w1, w2 = load_weights(one / "model.safetensors"), load_weights(two / "model.safetensors")
+    for name, value in w1.items():
+        if name.startswith(("encoder.norm.", "interests.")):
+            continue
+        assert torch.equal(w2[name], value), name
+    assert not torch.equal(w2["encoder.blocks.1.qkv.weight"], w1["encoder.blocks.0.qkv.weight"])
+
+
+def test_resume_after_kill_in_the_second_stage(small, tmp_path):
+    """kill -9 of a real `guim train` during stage 2 -> --resume gives the weights of the
+    uninterrupted run (the stage's architecture, trainable set and optimisers rebuilt)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ds = s3rec_dataset(tmp_path, n_users=300, n_items=60, length=30)
+    straight = train(load_config(None, STAGES), ds.path, tmp_path / "straight",
+                     show_progress=False, evaluate_test=False)  # fmt: skip
+    killed = tmp_path / "killed"
+    guim = [sys.executable, "-c", "from guim.cli import app; app()"]
+    args = ["train", "--dataset", str(ds.path), "--out", str(killed)]
+    for text in STAGES:
+        args += ["--set", text]
+    proc = subprocess.Popen([*guim, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 2:  # in stage 2
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+    done = subprocess.run([*guim, *args, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    wa = load_weights(straight / "model.safetensors")
+    wb = load_weights(killed / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    log_a = [json.loads(x)["loss"] for x in (straight / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x)["loss"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert log_a == log_b and len(log_a) == 6

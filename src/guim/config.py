@@ -340,7 +340,9 @@ def _combination_problems(cfg: Config) -> list[str]:
         if stage.epochs < 1:
             out.append(f"{where}.epochs' must be >= 1, got {stage.epochs}")
         if stage.n_layers is not None:
-            if stage.n_layers < depth:
+            if i == 0:  # the first stage sets the starting depth (model.n_layers: the current)
+                depth = stage.n_layers
+            if stage.n_layers < 1 or stage.n_layers < depth:
                 out.append(
                     f"{where}.n_layers' ({stage.n_layers}) is below the depth before it "
                     f"({depth}); stages may only grow the encoder"
@@ -354,11 +356,9 @@ def _combination_problems(cfg: Config) -> list[str]:
                 f"{where}.trainable' must be 'all' or 'top:N' with 1 <= N <= {depth}, "
                 f"got {stage.trainable!r}"
             )
-        if m.encoder == "sru":
-            bad = [a for a in m.attention_layers if not -depth <= a < depth]
-            if bad:
-                out.append(f"'model.attention_layers' {bad} out of range for {depth} layers")
-    if m.encoder == "sru" and not t.stages:
+        if m.encoder == "sru" and stage.n_layers not in (None, m.n_layers):
+            out.append(f"{where}.n_layers': the sru encoder cannot grow by stages")
+    if m.encoder == "sru":
         bad = [a for a in m.attention_layers if not -depth <= a < depth]
         if bad:
             out.append(f"'model.attention_layers' {bad} out of range for {depth} layers")
