@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is a local CPU wheel here; anything else pulls CUDA packages.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[text,dev,peers,serve]'
+	$(BIN)/python -m pip install -q -e '.[text,dev,peers,serve,export]'
 	touch $(STAMP)
 
 install: $(STAMP)
