@@ -208,3 +208,100 @@ def test_resume_after_kill_in_the_second_stage(small, tmp_path):
     log_a = [json.loads(x)["loss"] for x in (straight / "train_log.jsonl").read_text().splitlines()]
     log_b = [json.loads(x)["loss"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
     assert log_a == log_b and len(log_a) == 6
+
+
+# ---- start-up checks (issue 11, defects 3 and 4) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "model.dim=-3",
+        "data.max_len=0",
+        "train.batch_size=0",
+        "train.lr=-1",
+        "model.n_heads=3",
+        "train.epochs=0",
+        "model.dropout=1.5",
+        "train.device=gpu",
+        "train.stages=[{epochs=0}]",
+        "train.stages=[{epochs=1, trainable='top:9'}]",
+    ],
+)
+def test_guim_train_refuses_a_bad_config_and_writes_nothing(small, tmp_path, bad):
+    from typer.testing import CliRunner
+
+    from guim.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", "--dataset", str(small.path), "--out", str(out), "--set", bad]
+    )
+    assert result.exit_code == 2, result.output
+    assert bad.split("=")[0].split(".")[-1] in result.output
+    assert not out.exists()
+
+
+def test_train_checks_a_config_built_in_code_before_writing(small, tmp_path):
+    from dataclasses import replace
+
+    from guim.config import ConfigError
+
+    cfg = load_config(None, TINY)
+    for bad in (
+        replace(cfg, train=replace(cfg.train, epochs=0)),
+        replace(cfg, model=replace(cfg.model, dim=10, n_heads=3)),
+    ):
+        with pytest.raises(ConfigError):
+            train(bad, small.path, tmp_path / "run", show_progress=False)
+        assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_dataset_naming_both_hashes(small, tmp_path):
+    from guim.errors import UserError
+
+    cfg = load_config(None, [*TINY, "train.epochs=1"])
+    run = train(cfg, small.path, tmp_path / "run", show_progress=False, evaluate_test=False)
+    info = (run / "dataset.json").read_text()
+    for users in (40, 41):  # the same shape (another seed), and another shape
+        (tmp_path / f"other{users}").mkdir()
+        other = s3rec_dataset(tmp_path / f"other{users}", n_users=users, n_items=25, length=11,
+                              seed=1)  # fmt: skip
+        with pytest.raises(UserError, match="is not the dataset") as e:
+            train(cfg, other.path, run, resume=True, show_progress=False)
+        assert small.hash in str(e.value) and other.hash in str(e.value)
+        assert (run / "dataset.json").read_text() == info
+
+
+# ---- devices ---------------------------------------------------------------------------------
+
+
+def test_device_option(small, tmp_path):
+    from guim.errors import UserError
+    from guim.train import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    cfg = load_config(None, [*TINY, "train.epochs=2", "train.device=cpu"])
+    run = train(cfg, small.path, tmp_path / "cpu", show_progress=False)
+    assert weights_hash(run / "model.safetensors") == OLD_TRAINER["full"][1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_matches_cpu_within_tolerance(small, tmp_path):
+    """Never run on the machines guim is developed on (no GPU there)."""
+    from guim.embed import load_run
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        cfg = load_config(
+            None, [*TINY, "train.epochs=2", f"train.device={device}", "model.dropout=0.0",
+                   "model.attn_dropout=0.0"],
+        )  # fmt: skip
+        runs[device] = train(cfg, small.path, tmp_path / device, show_progress=False)
+    a, b = load_run(runs["cpu"]), load_run(runs["cuda"], device="cuda")
+    np.testing.assert_allclose(a.embed_items(), b.embed_items(), atol=1e-3)
