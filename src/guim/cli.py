@@ -461,8 +461,8 @@ def bench(
     """Score GUIM runs, baselines and peers on every benchmark task; write bench.json and an
     HTML/Markdown report."""
     from guim.bench.run import ModelSpec
-    from guim.bench.run import bench as bench_fn
     from guim.io import read_json
+    from guim.quickstart import train_and_bench
 
     grouped: dict[str, list[Path]] = {}
     for text in run or []:
@@ -481,18 +481,18 @@ def bench(
         raise UserError(
             "nothing to benchmark: give RUN dirs, --run, --train, --baselines or --peers"
         )
-    path = bench_fn(
+    path = train_and_bench(
         models,
         dataset,
         out,
+        train=train or [],
+        train_overrides=set or [],
+        seed=seed,
         tasks=_csv(tasks) or None,
         split=split,
         baselines=_csv(baselines),
         peers=_csv(peers),
         peer_minutes=peer_minutes,
-        seed=seed,
-        train=train or [],
-        train_overrides=set or [],
     )
     doc = read_json(path)
     results = next(iter(doc["results"].values()))

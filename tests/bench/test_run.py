@@ -25,6 +25,7 @@ from guim.data.synthetic import SynthConfig, synth
 from guim.embed import load_run
 from guim.evaluate import evaluate
 from guim.io import read_json
+from guim.quickstart import train_and_bench
 from guim.train import train
 
 TINY = ["train.threads=1"]
@@ -298,7 +299,7 @@ def test_guim_bench_cli(shop, tmp_path):
 def test_label_combines_trained_and_given_runs_of_other_schemes(shop, tmp_path):
     data, runs = shop
     kw = dict(tasks=["next_item"], baselines=[], train_overrides=TINY)
-    path = bench(
+    path = train_and_bench(
         [ModelSpec.from_runs("mix", [runs["cold"]])],
         data,
         tmp_path / "b",
@@ -312,7 +313,7 @@ def test_label_combines_trained_and_given_runs_of_other_schemes(shop, tmp_path):
     }
     # the same label twice on one scheme is refused before anything trains
     with pytest.raises(ValueError, match=r"mix \(cold\)"):
-        bench(
+        train_and_bench(
             [ModelSpec.from_runs("mix", [runs["cold"]])],
             data,
             tmp_path / "c",

@@ -13,20 +13,19 @@ import inspect
 import json
 import math
 import pkgutil
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from guim.bench.curves import CURVE_KEY, seconds_to_reach
 from guim.data.dataset import SCHEMES, Dataset
 from guim.embed import Embedder
 from guim.io import read_json
 from guim.progress import console, make_progress
 
 DEFAULT_BASELINES = ("random", "popularity", "item2vec", "cml")
-MONITOR = "valid_NDCG@10"
 # --baselines name -> (label in the results, guim.baselines name, settings)
 BASELINE_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "random": ("random", "random", {}),
@@ -124,12 +123,12 @@ def guim_curve(run_dir: Path) -> list[dict[str, float]]:
     curve, seconds = [], 0.0
     for record in read_log(run_dir):
         seconds += record["train_seconds"]
-        if MONITOR in record:
+        if CURVE_KEY in record:
             curve.append(
                 {
                     "epoch": record["epoch"] + 1,
                     "train_seconds": round(seconds, 3),
-                    MONITOR: record[MONITOR],
+                    CURVE_KEY: record[CURVE_KEY],
                 }
             )
     return curve
@@ -165,27 +164,26 @@ def _config_hash(config: dict[str, Any]) -> str:
     return from_dict(config).hash()
 
 
-def train_models(
-    train: Sequence[str], dataset_dir: Path, out_dir: Path, seed: int, overrides: Sequence[str]
-) -> list[ModelSpec]:
-    """Train GUIM for each `--train` spec into out_dir/runs/LABEL-SCHEME (fresh each time, so
-    its training time is measured in this invocation)."""
-    from guim.config import load_config
-    from guim.train import train as train_fn
-
-    grouped: dict[str, dict[str, Path]] = {}
-    for text in train:
-        label, preset, scheme = parse_train(text)
-        cfg = load_config(preset, [*overrides, f"train.seed={seed}", f"data.scheme={scheme}"])
-        run_dir = out_dir / "runs" / f"{label}-{scheme}"
-        if scheme in grouped.setdefault(label, {}):
-            raise ValueError(f"--train: {label!r} is trained twice on {scheme}")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        console.rule(f"[bold]training {label} ({preset}, {scheme})")
-        train_fn(cfg, dataset_dir, run_dir)
-        grouped[label][scheme] = run_dir
-    return [ModelSpec(label, runs) for label, runs in grouped.items()]
+def check_labels(
+    pairs: Sequence[tuple[str, str]],
+    baselines: Sequence[str],
+    peers: Sequence[str],
+    labels: Sequence[str] = (),
+) -> None:
+    """Refuse (label, scheme) pairs of GUIM runs that repeat, model `labels` given twice, or
+    labels taken by a baseline or a peer."""
+    reserved = {BASELINE_SPECS[b][0] for b in baselines if b in BASELINE_SPECS}
+    reserved |= {p.lower() for p in peers}
+    pairs, labels = list(pairs), list(labels)
+    clash = sorted(
+        {x for x in labels if labels.count(x) > 1}
+        | {f"{label} ({scheme})" for label, scheme in pairs if pairs.count((label, scheme)) > 1}
+        | ({label for label, _ in pairs} & reserved)
+    )
+    if clash:
+        raise ValueError(
+            f"model labels must be unique per split scheme and differ from baselines/peers: {clash}"
+        )
 
 
 def fit_baseline(
@@ -257,10 +255,8 @@ def peer_entry(peer: Any, peer_dir: Path) -> dict[str, Any]:
 def compare(guim_label: str, guim_run: Path, peer: Any) -> dict[str, Any]:
     """Training time guim needs to reach the peer's own best validation NDCG@10, relative to the
     time the peer needed (ratio < 1: guim gets there faster)."""
-    from guim.train import epochs_to_reach
-
     target = peer.best_valid_ndcg10
-    reach = epochs_to_reach(guim_run, target) if target is not None else None
+    reach = seconds_to_reach(guim_run, target) if target is not None else None
     peer_s = peer.seconds_to_best
     return {
         "peer_best_valid_NDCG@10": _finite(target),
@@ -342,15 +338,11 @@ def bench(
     peers: Sequence[str] = (),
     peer_minutes: float = 45.0,
     seed: int = 0,
-    train: Sequence[str] = (),
-    train_overrides: Sequence[str] = (),
     command: str | None = None,
 ) -> Path:
-    """Run every (selected) task on every model and write out_dir/bench.json plus the report.
-
-    `train` holds `[LABEL=]PRESET[:SCHEME]` specs trained here first (see `train_models`);
-    `train_overrides` are `section.key=value` settings applied to them. Returns bench.json's path.
-    """
+    """Run every (selected) task on every model (frozen runs: nothing is trained here) and
+    write out_dir/bench.json plus the report; returns bench.json's path. Training models for a
+    bench invocation is the caller's (`guim.quickstart.train_and_bench`)."""
     from guim.bench.report import write_report
     from guim.embed import load_run
     from guim.provenance import write_results
@@ -367,31 +359,11 @@ def bench(
     selected, task_info, skipped = select_tasks(dataset, tasks, split)
     schemes = sorted({t.scheme for t in selected}, key=SCHEMES.index)
 
-    # ---- models: GUIM (given or trained here), baselines, peers ---------------------------
+    # ---- models: GUIM runs, baselines, peers -------------------------------------------------
     specs = [ModelSpec(m.label.lower(), dict(m.runs)) for m in models]
     peers = [p.lower() for p in peers]
-    # a label may combine runs trained here with given runs of other schemes
-    to_train = [(label, scheme) for label, _, scheme in map(parse_train, train)]
-    given = [(s.label, scheme) for s in specs for scheme in s.runs]
-    pairs = to_train + given
-    labels = [s.label for s in specs]
-    reserved = {BASELINE_SPECS[b][0] for b in baselines} | set(peers)
-    clash = sorted(
-        {x for x in labels if labels.count(x) > 1}
-        | {f"{label} ({scheme})" for label, scheme in pairs if pairs.count((label, scheme)) > 1}
-        | ({label for label, _ in pairs} & reserved)
-    )
-    if clash:
-        raise ValueError(
-            f"model labels must be unique per split scheme and differ from baselines/peers: {clash}"
-        )
-    if train:
-        trained = train_models(train, dataset_dir, out_dir, seed, train_overrides)
-        by_label = {s.label: s for s in specs}
-        for spec in trained:
-            if spec.label in by_label:
-                by_label[spec.label].runs.update(spec.runs)
-        specs = [s for s in trained if s.label not in by_label] + specs
+    pairs = [(s.label, scheme) for s in specs for scheme in s.runs]
+    check_labels(pairs, baselines, peers, [s.label for s in specs])
     entries: dict[str, dict[str, Any]] = {}
     embedders: dict[str, dict[str, Any]] = {}  # label -> scheme -> Embedder or loader
     for spec in specs:
