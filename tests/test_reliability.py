@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from guim.cli import app
-from guim.io import atomic_dir, atomic_file, stale_temporaries, sweep_stale, write_json
+from guim.io import _host, atomic_dir, atomic_file, stale_temporaries, sweep_stale, write_json
 
 ROWS = [(f"u{k % 4}", f"i{k % 7}", 1_600_000_000_000 + 1000 * k) for k in range(40)]
 
@@ -322,11 +322,16 @@ def test_stale_temporaries_are_swept(tmp_path):
     live.mkdir()
     other = tmp_path / f".dd.{dead}.abc.tmp"  # another target's
     other.mkdir()
+    here = f".d.{dead}@{_host()}.q1.tmp"  # the form atomic_dir writes: <pid>@<host>
+    (tmp_path / here).mkdir()
+    foreign = tmp_path / f".d.{dead}@{'0' * 8 if _host() != '0' * 8 else '1' * 8}.q2.tmp"
+    foreign.mkdir()  # another machine's PID means nothing here: never judged dead
     out.mkdir()  # the target exists, so the .old- copy is garbage
-    assert {p.name for p in stale_temporaries(out)} == {f".d.{dead}.abc123.tmp", f".d.old-{dead}"}
+    stale = {p.name for p in stale_temporaries(out)}
+    assert stale == {f".d.{dead}.abc123.tmp", f".d.old-{dead}", here}
     sweep_stale(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [".dd." + f"{dead}.abc.tmp", live.name, "d"]
+        [".dd." + f"{dead}.abc.tmp", live.name, foreign.name, "d"]
     )
 
 

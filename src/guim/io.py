@@ -1,21 +1,23 @@
 """Atomic file and directory writes: write to a temporary path beside the target, then rename.
 
-Temporaries are named `.<name>.<pid>.<random>.tmp`. They are removed when the block fails, when
-SIGTERM or SIGHUP arrives while a directory is being written (`cleanup_on_signals` turns them
-into SystemExit, as Ctrl-C is a KeyboardInterrupt), and, after a kill -9, by the next write of
-the same target (`sweep_stale`). What is written gets the permissions the umask allows, like
-any other tool's output (mkstemp and mkdtemp alone would make it 0600 / 0700).
+Temporaries are named `.<name>.<pid>@<host>.<random>.tmp`. They are removed when the block
+fails, when SIGTERM or SIGHUP arrives while a directory is being written (`cleanup_on_signals`
+turns them into SystemExit, as Ctrl-C is a KeyboardInterrupt), and, after a kill -9, by the
+next write of the same target (`sweep_stale`). What is written gets the permissions the umask
+allows, like any other tool's output (mkstemp and mkdtemp alone would make it 0600 / 0700).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -28,9 +30,9 @@ from guim.errors import UserError
 # a temporary without a PID in its name (written before PIDs were recorded) is stale once it
 # has not been touched for this long
 LEGACY_STALE_SECONDS = 3600
-_TMP_PID = re.compile(r"(\d+)\.[A-Za-z0-9_]+")
+_TMP_PID = re.compile(r"(\d+)(?:@([0-9a-f]{8}))?\.[A-Za-z0-9_]+")
 _TMP_LEGACY = re.compile(r"[a-z0-9_]{8}")
-_OLD = re.compile(r"old-(\d+)")
+_OLD = re.compile(r"old-(\d+)(?:@([0-9a-f]{8}))?")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -135,7 +137,7 @@ def atomic_dir(
         check_replaceable(path, is_ours, what)
     make_parent(path)
     tmp: Path | None = None
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{_owner()}")
     # the handlers go in before the temporary exists, so no signal can strand it
     with cleanup_on_signals():
         try:
@@ -205,7 +207,23 @@ def output_error(path: Path, e: OSError) -> OSError | UserError:
 
 
 def _prefix(path: Path) -> str:
-    return f".{path.name}.{os.getpid()}."
+    return f".{path.name}.{_owner()}."
+
+
+def _owner() -> str:
+    """`<pid>@<host>`: who writes a temporary (the host as 8 hex digits, so that a PID is only
+    ever judged on the machine it belongs to, on a shared file system too)."""
+    return f"{os.getpid()}@{_host()}"
+
+
+def _host() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def _dead(pid: str, host: str | None) -> bool:
+    """Whether the writer of a temporary is gone: its PID is not running on this host (a
+    temporary of another host is never judged dead)."""
+    return (host is None or host == _host()) and not pid_alive(int(pid))
 
 
 def _fsync(path: str | Path) -> None:
@@ -241,8 +259,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def stale_temporaries(path: str | Path) -> list[Path]:
-    """Temporaries of `path` left by a process that is gone: `.<name>.<pid>.<random>.tmp` and
-    `.<name>.old-<pid>` whose PID is dead, and `.<name>.<random>.tmp` (no PID, an older guim)
+    """Temporaries of `path` left by a process that is gone: `.<name>.<pid>@<host>.<random>.tmp`
+    and `.<name>.old-<pid>@<host>` whose PID is dead on this host, and `.<name>.<random>.tmp` (no PID, an older guim)
     untouched for LEGACY_STALE_SECONDS."""
     path = Path(path)
     prefix = f".{path.name}."
@@ -254,14 +272,14 @@ def stale_temporaries(path: str | Path) -> list[Path]:
     for entry in entries:
         rest = entry.name[len(prefix) :]
         if m := _OLD.fullmatch(rest):
-            if not pid_alive(int(m[1])):
+            if _dead(m[1], m[2]):
                 stale.append(Path(entry.path))
             continue
         if not rest.endswith(".tmp"):
             continue
         rest = rest[: -len(".tmp")]
         if m := _TMP_PID.fullmatch(rest):
-            if not pid_alive(int(m[1])):
+            if _dead(m[1], m[2]):
                 stale.append(Path(entry.path))
         elif _TMP_LEGACY.fullmatch(rest):
             with contextlib.suppress(OSError):
@@ -274,7 +292,7 @@ def sweep_stale(path: str | Path) -> list[Path]:
     """Remove the stale temporaries of `path` (see `stale_temporaries`); returns them.
 
     A process killed between the two renames that replace a directory leaves the old one as
-    `.<name>.old-<pid>` and no `<name>`: it is renamed back, so nothing is lost."""
+    `.<name>.old-<pid>@<host>` and no `<name>`: it is renamed back, so nothing is lost."""
     path = Path(path)
     stale = stale_temporaries(path)
     for p in stale:
