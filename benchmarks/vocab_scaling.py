@@ -25,13 +25,17 @@ RESULTS = Path(__file__).parent / "results" / "vocab-scaling.json"
 
 def one_case(n_items: int, loss: str, batch: int, length: int, steps: int, threads: int) -> dict:
     """Train `steps` steps on random sequences; return timing and memory."""
+    from types import SimpleNamespace
+
     import numpy as np
     import torch
 
     from guim.config import load_config
+    from guim.data.batches import Batch
     from guim.models.guim import GUIM
+    from guim.models.tokens import ItemTables
     from guim.sampling import NegativeSampler
-    from guim.train import Batch, _optimizers, step_loss
+    from guim.train import make_optimizers, step_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -43,11 +47,12 @@ def one_case(n_items: int, loss: str, batch: int, length: int, steps: int, threa
     flat = torch.from_numpy(rng.integers(1, n_attr + 1, size=3 * n_items))
     known = torch.ones(n_items + 1, dtype=torch.bool)
     known[0] = False
-    model = GUIM(cfg, n_items, n_attr, offsets, flat, known)
+    tables = ItemTables(n_items, n_attr, offsets, flat, known)
+    model = GUIM(cfg.model, cfg.data, tables, causal=True, sparse=loss == "sampled")
     popularity = (1e6 / np.arange(1, n_items + 2) ** 1.1).astype(np.int64) + 1
     popularity[0] = 0
     sampler = NegativeSampler(cfg.loss, popularity, known.numpy()) if loss == "sampled" else None
-    opts = _optimizers(model, cfg)
+    opts = make_optimizers(model, cfg)
     gen = torch.Generator().manual_seed(0)
 
     def make_batch() -> Batch:
@@ -69,7 +74,10 @@ def one_case(n_items: int, loss: str, batch: int, length: int, steps: int, threa
         t0 = time.perf_counter()
         for o in opts.values():
             o.zero_grad(set_to_none=True)
-        loss_value = step_loss(model, b, cfg, known, sampler, gen)
+        trainer = SimpleNamespace(
+            cfg=cfg, known=known, sampler=sampler, device=torch.device("cpu"), model=model
+        )
+        loss_value = step_loss(trainer, b, gen, contrastive_weight=0.0)
         loss_value.backward()
         dense = [p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse]
         torch.nn.utils.clip_grad_norm_(dense, 1.0)

@@ -176,13 +176,22 @@ def test_refuses_to_overwrite_a_run(toy, tmp_path):
 
 
 def test_presets_load_and_hold_differences_only():
+    """Every key a preset sets differs from the default (a preset restating a default would
+    hide which settings were chosen)."""
+    import tomllib
     from importlib import resources
 
-    for f in (resources.files("guim") / "presets").iterdir():
-        if f.name.endswith(".toml"):
-            cfg = load_config(f.name.removesuffix(".toml"))
-            assert isinstance(cfg, Config)
-            assert cfg != Config() or f.name == "default.toml"
+    defaults = Config().to_dict()
+    presets = [
+        f for f in (resources.files("guim") / "presets").iterdir() if f.name.endswith(".toml")
+    ]
+    assert presets
+    for f in presets:
+        cfg = load_config(f.name.removesuffix(".toml"))
+        assert isinstance(cfg, Config) and cfg != Config()
+        for section, values in tomllib.loads(f.read_text()).items():
+            for key, value in values.items():
+                assert value != defaults[section][key], f"{f.name}: {section}.{key} is the default"
 
 
 def test_overrides_and_errors():
