@@ -444,3 +444,42 @@ def test_checkpoint_of_the_same_epoch_replaces_the_published_one(tmp_path):
     assert state["step"] == 2
     assert torch.equal(fresh.weight, model2.weight)
     assert len(list((tmp_path / "checkpoints").glob("epoch-*"))) == 1
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/x"), "/data/x: No space left"),
+        (PermissionError(errno.EACCES, "Permission denied", "/ro/d"), "/ro/d: Permission denied"),
+        (FileExistsError(errno.EEXIST, "File exists", "a/b"), "a/b: File exists"),
+        (FileNotFoundError("runs/x is not a finished run"), "runs/x is not a finished run"),
+    ],
+)
+def test_environment_errors_are_one_line(error, shown, capsys):
+    import typer
+
+    from guim.cli import friendly_errors
+
+    @friendly_errors
+    def command():
+        raise error
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and shown in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bug"), KeyError("k"), OSError(errno.EIO, "I/O error"), TypeError("t")]
+)
+def test_other_errors_propagate(error):
+    from guim.cli import friendly_errors
+
+    @friendly_errors
+    def command():
+        raise error
+
+    with pytest.raises(type(error)):
+        command()
