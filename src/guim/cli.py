@@ -334,13 +334,20 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
 ) -> None:
-    """Train the GUIM teacher; validation every epoch, best weights kept, resumable."""
+    """Train the GUIM teacher; validation every epoch, best weights kept, resumable. On several
+    processes: `torchrun --nproc-per-node N -m guim train ...` (rank 0 validates and writes)."""
+    import os
+
     from guim.config import load_config
     from guim.train import train as train_fn
 
     cfg = load_config(preset, set or [])
-    console.print_json(json.dumps(cfg.to_dict()))
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if rank0:
+        console.print_json(json.dumps(cfg.to_dict()))
     train_fn(cfg, dataset, out, resume=resume)
+    if not rank0:
+        return
     summary = json.loads((out / "metrics.json").read_text())
     if "test" in summary:
         _show({"guim": summary["test"]}, False, f"{summary['dataset']} test")

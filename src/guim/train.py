@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -72,15 +73,21 @@ class Trainer:
     best: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     state: TrainState
+    rank: int = 0  # this process's rank under torch.distributed (0 alone)
+    world: int = 1  # processes training together
+    wrapped: torch.nn.Module | None = None  # the model in DistributedDataParallel (world > 1)
 
 
 # ---- set-up ----------------------------------------------------------------------------------
 
 
-def resolve_device(spec: str) -> torch.device:
-    """train.device -> a torch device; "auto" is the first GPU when one is present."""
+def resolve_device(spec: str, world: int = 1) -> torch.device:
+    """train.device -> a torch device; "auto" is the first GPU when one is present (under
+    torch.distributed with several processes on CUDA: the process's LOCAL_RANK GPU)."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and world > 1:
+        spec = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={spec!r}, but torch sees no CUDA device here")
@@ -92,7 +99,9 @@ def resolve_stages(cfg: Config) -> tuple[StageConfig, ...]:
     m, tr, loss = cfg.model, cfg.train, cfg.loss
     if not tr.stages:
         return (
-            StageConfig(tr.epochs, m.n_layers, "copy", "all", tr.objective, loss.contrastive_weight),
+            StageConfig(
+                tr.epochs, m.n_layers, "copy", "all", tr.objective, loss.contrastive_weight
+            ),
         )
     out, depth, objective = [], m.n_layers, tr.objective
     weight = loss.contrastive_weight
@@ -173,10 +182,11 @@ def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
     return grown
 
 
-def build(cfg: Config, dataset: Dataset) -> Trainer:
-    """Model (first stage's architecture, on train.device), sampler and optimisers."""
+def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Trainer:
+    """Model (first stage's architecture, on train.device), sampler and optimisers; with
+    `world` > 1 processes, each builds the same model (same seed) and trains its share."""
     stages = list(resolve_stages(cfg))
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, world)
     popularity = dataset.item_popularity(cfg.data.scheme)
     known = popularity > 0
     first = stages[0]
@@ -186,7 +196,12 @@ def build(cfg: Config, dataset: Dataset) -> Trainer:
         train=replace(cfg.train, stages=tuple(stages) if cfg.train.stages else ()),
     )
     torch.manual_seed(cfg.train.seed)
-    sparse = cfg.loss.kind == "sampled"
+    sparse = cfg.loss.kind == "sampled" and world == 1
+    if cfg.loss.kind == "sampled" and world > 1 and rank == 0:
+        console.print(
+            "[yellow]loss.kind=sampled under torch.distributed: the id embedding gets dense "
+            "gradients (DDP all-reduces dense tensors; AdamW instead of SparseAdam for it)[/]"
+        )
     causal = first.objective == "next"
     tables = item_tables(cfg, dataset, known)
     model = build_model(cfg.model, cfg.data, tables, causal, sparse)
@@ -207,11 +222,24 @@ def build(cfg: Config, dataset: Dataset) -> Trainer:
         best={},
         ema=None,
         state=TrainState(),
+        rank=rank,
+        world=world,
     )
     enter_stage(t, 0, restore_best=False)
     t.best = _copy(model.state_dict())
     t.ema = _copy(model.state_dict()) if cfg.train.ema_decay > 0 else None
     return t
+
+
+def wrap(t: Trainer) -> None:
+    """(Re)wrap the model for DistributedDataParallel after it was built or reshaped; DDP
+    broadcasts rank 0's weights to every process on the way."""
+    if t.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [t.device.index] if t.device.type == "cuda" else None
+        # some parameters take no part in some objectives (the [MASK] vector under next-item)
+        t.wrapped = DistributedDataParallel(t.model, device_ids=ids, find_unused_parameters=True)
 
 
 def restore(t: Trainer, run_dir: Path) -> bool:
@@ -230,8 +258,9 @@ def restore(t: Trainer, run_dir: Path) -> bool:
     t.state = TrainState(**{k: v for k, v in ckpt.items() if k in known})
     if "next_epoch" not in ckpt:  # a checkpoint of an earlier guim
         t.state.next_epoch = ckpt["epoch"] + 1
-    _truncate_log(run_dir, ckpt["epoch"])
-    console.print(f"resuming after epoch {ckpt['epoch']}")
+    if t.rank == 0:
+        _truncate_log(run_dir, ckpt["epoch"])
+        console.print(f"resuming after epoch {ckpt['epoch']}")
     return True
 
 
@@ -269,7 +298,7 @@ def step_loss(
         candidates, positive, log_q, allowed = cand.items, cand.positive, cand.log_q, cand.allowed
     view = contrastive_view(batch, cfg, generator) if contrastive_weight > 0 else None
     dev = t.device
-    out = t.model(
+    out = (t.model if t.wrapped is None else t.wrapped)(
         batch.to(dev),
         None if candidates is None else candidates.to(dev),
         None if view is None else view.to(dev),
@@ -289,6 +318,23 @@ def step_loss(
         contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
         loss = loss + contrastive_weight * contrastive
     return loss
+
+
+def shard(batch: Batch, rank: int, world: int) -> tuple[Batch, float]:
+    """This process's rows of a batch (contiguous, nearly equal shares) and the factor that
+    makes the all-reduced mean of the processes' gradients equal the whole batch's: every
+    process's loss is a mean over its own predicted positions, so it is weighted by
+    world * its positions / the batch's. A batch with fewer rows than processes is trained
+    whole by each (factor 1)."""
+    rows = batch.items.shape[0]
+    if world == 1 or rows < world:
+        return batch, 1.0
+    mine = torch.tensor_split(torch.arange(rows), world)[rank]
+    part = Batch(
+        *(None if v is None else v[mine] for v in vars(batch).values()),  # type: ignore[arg-type]
+    )
+    n_all, n_mine = int((batch.targets > 0).sum()), int((part.targets > 0).sum())
+    return part, world * n_mine / n_all
 
 
 def lr_scale(step: int, cfg: Config, total_steps: int) -> float:
@@ -323,8 +369,9 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
                 for g in opt.param_groups:
                     g["lr"] = tr.lr * lr_scale(t.state.step, t.cfg, total_epochs * len(batches))
                 opt.zero_grad(set_to_none=True)
+            batch, scale = shard(batch, t.rank, t.world)
             loss = step_loss(t, batch, generator, weight)
-            loss.backward()
+            (loss if scale == 1.0 else loss * scale).backward()
             if tr.grad_clip > 0:
                 dense = [
                     p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse
@@ -340,6 +387,10 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
             n_pred += n
             rate = n_pred / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, advance=1, info=f"loss {total / n_pred:.4f} {rate:,.0f} ev/s")
+    if t.world > 1:  # the epoch's loss over every process's share
+        sums = torch.tensor([total, float(n_pred)], dtype=torch.float64)
+        torch.distributed.all_reduce(sums)
+        total, n_pred = float(sums[0]), int(sums[1])
     seconds = time.perf_counter() - t0
     t.state.train_seconds += seconds
     record = {
@@ -414,7 +465,9 @@ def train(
     """Train a model on a prepared dataset; returns the run directory.
 
     Everything is checked and built before anything is written: a bad config, a missing
-    dataset or (with `resume`) another dataset than the run's leaves no trace."""
+    dataset or (with `resume`) another dataset than the run's leaves no trace. Started by
+    torchrun (WORLD_SIZE > 1), each process trains its share of every batch (train.batch_size
+    is the batch of all processes together) and rank 0 alone validates, logs and writes."""
     out_dir = Path(out_dir)
     if resume:
         if not (out_dir / "config.json").exists():
@@ -431,20 +484,44 @@ def train(
     dataset = Dataset(dataset_dir)
     if resume:
         _check_same_dataset(out_dir, dataset)
-    t = build(cfg, dataset)
-
-    created = not out_dir.exists()
+    rank, world = _init_distributed(cfg)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not (resume and restore(t, out_dir)):
-            (out_dir / "train_log.jsonl").unlink(missing_ok=True)
-        write_json(out_dir / "config.json", t.cfg.to_dict())
-        GuimRun.write_dataset_info(out_dir, dataset, t.tables, cfg.data.scheme)
-    except BaseException:
-        if created and not resume:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    return _loop(t, out_dir, show_progress, evaluate_test)
+        t = build(cfg, dataset, rank, world)
+        if rank != 0:
+            console.quiet = True
+            if resume:
+                restore(t, out_dir)
+        else:
+            created = not out_dir.exists()
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                if not (resume and restore(t, out_dir)):
+                    (out_dir / "train_log.jsonl").unlink(missing_ok=True)
+                write_json(out_dir / "config.json", t.cfg.to_dict())
+                GuimRun.write_dataset_info(out_dir, dataset, t.tables, cfg.data.scheme)
+            except BaseException:
+                if created and not resume:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                raise
+        wrap(t)
+        return _loop(t, out_dir, show_progress, evaluate_test)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _init_distributed(cfg: Config) -> tuple[int, int]:
+    """(rank, world size): (0, 1) alone; under torchrun, the process group is joined (gloo on
+    the CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = resolve_device(cfg.train.device).type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -> Path:
@@ -464,7 +541,9 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
             if enter_stage(t, index, restore_best=True):  # a new architecture: a new best
                 t.best = _copy(t.model.state_dict())
                 t.state.best, t.state.best_epoch = -1.0, -1
-                write_json(out_dir / "config.json", t.cfg.to_dict())
+                if t.rank == 0:
+                    write_json(out_dir / "config.json", t.cfg.to_dict())
+            wrap(t)
             if t.ema is not None:
                 t.ema = _copy(t.model.state_dict())
             t.state.bad_epochs = 0
@@ -475,8 +554,12 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
             )
         record = train_epoch(t, epoch, show_progress)
         last_of_stage = stage_start(t.stages, index + 1) - 1
-        if (epoch + 1) % tr.eval_every == 0 or epoch == last_of_stage:
+        if t.rank == 0 and ((epoch + 1) % tr.eval_every == 0 or epoch == last_of_stage):
             record.update(validate(t, epoch))
+        if t.world > 1:  # every process follows rank 0's record (early stop, time budget)
+            shared = [asdict(t.state)]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            t.state = TrainState(**shared[0])
         mark = "*" if t.state.best_epoch == epoch else " "
         console.print(
             f"epoch {epoch + 1:3d} loss {record['loss']:.4f} "
@@ -484,11 +567,12 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
             f"{mark} ({record['train_seconds']:.1f}s train, {record.get('eval_seconds', 0):.1f}s "
             "eval)"
         )
-        append_log(out_dir, record)
         early = t.state.bad_epochs >= tr.patience
         t.state.next_epoch = stage_start(t.stages, index + 1) if early else epoch + 1
-        extra = {"ema": t.ema} if t.ema is not None else None
-        save_checkpoint(out_dir, epoch, t.model, t.best, t.optimizers, asdict(t.state), extra)
+        if t.rank == 0:
+            append_log(out_dir, record)
+            extra = {"ema": t.ema} if t.ema is not None else None
+            save_checkpoint(out_dir, epoch, t.model, t.best, t.optimizers, asdict(t.state), extra)
         if early and index == len(t.stages) - 1:
             stop_reason = f"early stop: no better valid {SELECTION_METRIC} in {tr.patience} epochs"
             break
@@ -496,6 +580,8 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
             stop_reason = f"time budget of {tr.max_minutes} minutes reached"
             break
         epoch = t.state.next_epoch
+    if t.rank != 0:
+        return out_dir
     return finish(t, out_dir, stop_reason, evaluate_test)
 
 
