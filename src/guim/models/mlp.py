@@ -17,12 +17,12 @@ from torch import nn
 
 from guim.config import DataConfig, ModelConfig
 from guim.data.schema import EVENT_TYPES
-from guim.models.guim import ModelOutput, View
+from guim.models.guim import ModelOutput
 from guim.models.tokens import ItemTables, ItemTokens
 from guim.scoring import Scorer
 
 if TYPE_CHECKING:
-    from guim.data.batches import Batch
+    from guim.data.batches import Batch, View
 
 
 @dataclass(frozen=True)
