@@ -35,7 +35,8 @@ def one_case(n_items: int, loss: str, batch: int, length: int, steps: int, threa
     from guim.models.guim import GUIM
     from guim.models.tokens import ItemTables
     from guim.sampling import NegativeSampler
-    from guim.train import make_optimizers, step_loss
+    from guim.train import step_loss
+    from guim.trainer.optim import make_optimizers
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,7 +76,12 @@ def one_case(n_items: int, loss: str, batch: int, length: int, steps: int, threa
         for o in opts.values():
             o.zero_grad(set_to_none=True)
         trainer = SimpleNamespace(
-            cfg=cfg, known=known, sampler=sampler, device=torch.device("cpu"), model=model
+            cfg=cfg,
+            known=known,
+            sampler=sampler,
+            device=torch.device("cpu"),
+            model=model,
+            wrapped=None,
         )
         loss_value = step_loss(trainer, b, gen, contrastive_weight=0.0)
         loss_value.backward()

@@ -172,6 +172,7 @@ def test_frozen_layers_do_not_change_in_a_top_n_stage(small, tmp_path):
     assert not torch.equal(w2["encoder.blocks.1.qkv.weight"], w1["encoder.blocks.0.qkv.weight"])
 
 
+@pytest.mark.slow  # starts and kills real training processes
 def test_resume_after_kill_in_the_second_stage(small, tmp_path):
     """kill -9 of a real `guim train` during stage 2 -> --resume gives the weights of the
     uninterrupted run (the stage's architecture, trainable set and optimisers rebuilt)."""
@@ -278,7 +279,7 @@ def test_resume_refuses_another_dataset_naming_both_hashes(small, tmp_path):
 
 def test_device_option(small, tmp_path):
     from guim.errors import UserError
-    from guim.train import resolve_device
+    from guim.trainer.distributed import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected

@@ -277,7 +277,7 @@ def test_normalize_gives_unit_vectors():
 def test_contrastive_loss_matches_reference_for_identical_views():
     """With dropout off and the "dropout" view, both views are the same vectors z, so the loss is
     the mean of -log softmax(z z^T / t) on the diagonal."""
-    from guim.train import contrastive_view
+    from guim.data.batches import contrastive_view
 
     cfg = tiny_config("loss.contrastive_weight=1.0", "loss.contrastive_temperature=0.5")
     m = tiny_model("loss.contrastive_weight=1.0")

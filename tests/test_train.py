@@ -22,7 +22,8 @@ from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
 from guim.embed import load_run
 from guim.evaluate import evaluate
-from guim.train import build, lr_scale, step_loss, train
+from guim.train import build, step_loss, train
+from guim.trainer.optim import lr_scale
 
 TINY = [
     "model.dim=16",
@@ -128,6 +129,7 @@ def test_training_is_deterministic(toy, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow  # starts and kills real training processes
 @pytest.mark.parametrize(
     "extra",
     [["loss.kind=full"], ["loss.kind=sampled"], ["loss.kind=full", "train.ema_decay=0.9"]],

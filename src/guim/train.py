@@ -12,8 +12,6 @@ streams from (seed, epoch), so a resumed run continues exactly as the uninterrup
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,7 +22,7 @@ import torch
 
 from guim.checkpoint import append_log, load_checkpoint, read_log, save_checkpoint, save_weights
 from guim.config import Config, StageConfig, check, config_from_json
-from guim.data.batches import Batch, make_batches
+from guim.data.batches import Batch, contrastive_view, make_batches
 from guim.data.dataset import Dataset, EvalCases, Sequences
 from guim.embed import GuimRun
 from guim.errors import UserError
@@ -33,10 +31,12 @@ from guim.io import read_json, write_json
 from guim.losses import interest_info_nce, view_info_nce
 from guim.metrics import metrics_from_ranks
 from guim.models import build_model
-from guim.models.guim import View
 from guim.models.tokens import ItemTables
 from guim.progress import console, make_progress
 from guim.sampling import NegativeSampler
+from guim.trainer.distributed import init_distributed, resolve_device, shard, wrap
+from guim.trainer.optim import lr_scale, make_optimizers
+from guim.trainer.stages import resolve_stages, stage_of, stage_start
 
 # the validation metric that picks the best epoch and stops training early
 SELECTION_METRIC = "NDCG@10"
@@ -81,51 +81,6 @@ class Trainer:
 # ---- set-up ----------------------------------------------------------------------------------
 
 
-def resolve_device(spec: str, world: int = 1) -> torch.device:
-    """train.device -> a torch device; "auto" is the first GPU when one is present (under
-    torch.distributed with several processes on CUDA: the process's LOCAL_RANK GPU)."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda" and world > 1:
-        spec = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={spec!r}, but torch sees no CUDA device here")
-    return device
-
-
-def resolve_stages(cfg: Config) -> tuple[StageConfig, ...]:
-    """The stage plan with every field set (no stages: one stage of train.epochs epochs)."""
-    m, tr, loss = cfg.model, cfg.train, cfg.loss
-    if not tr.stages:
-        return (
-            StageConfig(
-                tr.epochs, m.n_layers, "copy", "all", tr.objective, loss.contrastive_weight
-            ),
-        )
-    out, depth, objective = [], m.n_layers, tr.objective
-    weight = loss.contrastive_weight
-    for s in tr.stages:
-        depth, objective = s.n_layers or depth, s.objective or objective
-        weight = weight if s.contrastive_weight is None else s.contrastive_weight
-        out.append(replace(s, n_layers=depth, objective=objective, contrastive_weight=weight))
-    return tuple(out)
-
-
-def stage_of(stages: list[StageConfig], epoch: int) -> int:
-    """Index of the stage that `epoch` (0-based, counted over the whole run) belongs to."""
-    end = 0
-    for i, s in enumerate(stages):
-        end += s.epochs
-        if epoch < end:
-            return i
-    return len(stages) - 1
-
-
-def stage_start(stages: list[StageConfig], index: int) -> int:
-    return sum(s.epochs for s in stages[:index])
-
-
 def item_tables(cfg: Config, dataset: Dataset, known: np.ndarray) -> ItemTables:
     """The catalogue's tables for a model: attribute ids, text vectors, items seen in training."""
     offsets, flat = dataset.item_attributes
@@ -142,25 +97,6 @@ def item_tables(cfg: Config, dataset: Dataset, known: np.ndarray) -> ItemTables:
         known=torch.from_numpy(known),
         text=text,
     )
-
-
-def make_optimizers(model: torch.nn.Module, cfg: Config) -> dict[str, torch.optim.Optimizer]:
-    """AdamW over the trainable dense parameters; SparseAdam over sparse embeddings."""
-    tr = cfg.train
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    sparse_ids = {
-        id(mod.weight)
-        for mod in model.modules()
-        if isinstance(mod, torch.nn.Embedding) and mod.sparse and mod.weight.requires_grad
-    }
-    dense = [p for p in trainable if id(p) not in sparse_ids]
-    opts: dict[str, torch.optim.Optimizer] = {
-        "dense": torch.optim.AdamW(dense, lr=tr.lr, weight_decay=tr.weight_decay)
-    }
-    sparse = [p for p in trainable if id(p) in sparse_ids]
-    if sparse:
-        opts["sparse"] = torch.optim.SparseAdam(sparse, lr=tr.lr)
-    return opts
 
 
 def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
@@ -231,17 +167,6 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
     return t
 
 
-def wrap(t: Trainer) -> None:
-    """(Re)wrap the model for DistributedDataParallel after it was built or reshaped; DDP
-    broadcasts rank 0's weights to every process on the way."""
-    if t.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [t.device.index] if t.device.type == "cuda" else None
-        # some parameters take no part in some objectives (the [MASK] vector under next-item)
-        t.wrapped = DistributedDataParallel(t.model, device_ids=ids, find_unused_parameters=True)
-
-
 def restore(t: Trainer, run_dir: Path) -> bool:
     """Load the latest checkpoint of `run_dir` into `t` (its stage's architecture first)."""
     latest = run_dir / "checkpoints" / "latest.json"
@@ -265,25 +190,6 @@ def restore(t: Trainer, run_dir: Path) -> bool:
 
 
 # ---- one epoch -------------------------------------------------------------------------------
-
-
-def contrastive_view(batch: Batch, cfg: Config, generator: torch.Generator) -> View:
-    """The second view of a batch for the contrastive term: the same inputs ("dropout": only
-    the dropout differs), or a share `loss.contrastive_rate` of the items masked or cropped."""
-    lc = cfg.loss
-    items, masked = batch.items, batch.masked
-    real = items > 0
-    if lc.contrastive_view == "mask":
-        drop = (torch.rand(items.shape, generator=generator) < lc.contrastive_rate) & real
-        drop[:, -1] = False  # keep the latest item
-        masked = drop if masked is None else masked | drop
-        items = items.masked_fill(drop, 0)
-    elif lc.contrastive_view == "crop":
-        n = real.sum(dim=1, keepdim=True)
-        cut = (n.float() * lc.contrastive_rate * torch.rand(n.shape, generator=generator)).long()
-        rank = real.long().cumsum(dim=1)  # 1-based rank among real tokens
-        items = items.masked_fill(rank <= cut, 0)
-    return View(items, batch.events * (items > 0), masked)
 
 
 def step_loss(
@@ -318,35 +224,6 @@ def step_loss(
         contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
         loss = loss + contrastive_weight * contrastive
     return loss
-
-
-def shard(batch: Batch, rank: int, world: int) -> tuple[Batch, float]:
-    """This process's rows of a batch (contiguous, nearly equal shares) and the factor that
-    makes the all-reduced mean of the processes' gradients equal the whole batch's: every
-    process's loss is a mean over its own predicted positions, so it is weighted by
-    world * its positions / the batch's. A batch with fewer rows than processes is trained
-    whole by each (factor 1)."""
-    rows = batch.items.shape[0]
-    if world == 1 or rows < world:
-        return batch, 1.0
-    mine = torch.tensor_split(torch.arange(rows), world)[rank]
-    part = Batch(
-        *(None if v is None else v[mine] for v in vars(batch).values()),  # type: ignore[arg-type]
-    )
-    n_all, n_mine = int((batch.targets > 0).sum()), int((part.targets > 0).sum())
-    return part, world * n_mine / n_all
-
-
-def lr_scale(step: int, cfg: Config, total_steps: int) -> float:
-    """Linear warm-up over warmup_steps, then constant or cosine decay to 0 at total_steps."""
-    tr = cfg.train
-    if tr.warmup_steps > 0 and step < tr.warmup_steps:
-        return (step + 1) / tr.warmup_steps
-    if tr.lr_schedule == "cosine":
-        span = max(total_steps - tr.warmup_steps, 1)
-        progress = min(max(step - tr.warmup_steps, 0) / span, 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
 
 
 def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str, float]:
@@ -484,7 +361,7 @@ def train(
     dataset = Dataset(dataset_dir)
     if resume:
         _check_same_dataset(out_dir, dataset)
-    rank, world = _init_distributed(cfg)
+    rank, world = init_distributed(cfg)
     try:
         t = build(cfg, dataset, rank, world)
         if rank != 0:
@@ -503,25 +380,11 @@ def train(
                 if created and not resume:
                     shutil.rmtree(out_dir, ignore_errors=True)
                 raise
-        wrap(t)
+        t.wrapped = wrap(t.model, t.device, t.world)
         return _loop(t, out_dir, show_progress, evaluate_test)
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
-
-
-def _init_distributed(cfg: Config) -> tuple[int, int]:
-    """(rank, world size): (0, 1) alone; under torchrun, the process group is joined (gloo on
-    the CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        cuda = resolve_device(cfg.train.device).type == "cuda"
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
 
 
 def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -> Path:
@@ -543,7 +406,7 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
                 t.state.best, t.state.best_epoch = -1.0, -1
                 if t.rank == 0:
                     write_json(out_dir / "config.json", t.cfg.to_dict())
-            wrap(t)
+            t.wrapped = wrap(t.model, t.device, t.world)
             if t.ema is not None:
                 t.ema = _copy(t.model.state_dict())
             t.state.bad_epochs = 0

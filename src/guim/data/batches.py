@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from guim.config import DataConfig, TrainConfig
+from guim.config import Config, DataConfig, TrainConfig
 from guim.data.dataset import Sequences
 
 
@@ -27,6 +27,38 @@ class Batch:
             for f in fields(self)
         }
         return Batch(**moved)
+
+
+@dataclass
+class View:
+    """A second view of a batch's inputs (contrastive term): items, events, [MASK] positions."""
+
+    items: torch.Tensor  # (B, T)
+    events: torch.Tensor  # (B, T)
+    masked: torch.Tensor | None  # (B, T) bool
+
+    def to(self, device: torch.device | str) -> View:
+        masked = None if self.masked is None else self.masked.to(device)
+        return View(self.items.to(device), self.events.to(device), masked)
+
+
+def contrastive_view(batch: Batch, cfg: Config, generator: torch.Generator) -> View:
+    """The second view of a batch for the contrastive term: the same inputs ("dropout": only
+    the dropout differs), or a share `loss.contrastive_rate` of the items masked or cropped."""
+    lc = cfg.loss
+    items, masked = batch.items, batch.masked
+    real = items > 0
+    if lc.contrastive_view == "mask":
+        drop = (torch.rand(items.shape, generator=generator) < lc.contrastive_rate) & real
+        drop[:, -1] = False  # keep the latest item
+        masked = drop if masked is None else masked | drop
+        items = items.masked_fill(drop, 0)
+    elif lc.contrastive_view == "crop":
+        n = real.sum(dim=1, keepdim=True)
+        cut = (n.float() * lc.contrastive_rate * torch.rand(n.shape, generator=generator)).long()
+        rank = real.long().cumsum(dim=1)  # 1-based rank among real tokens
+        items = items.masked_fill(rank <= cut, 0)
+    return View(items, batch.events * (items > 0), masked)
 
 
 def make_batches(

@@ -25,20 +25,7 @@ from guim.models.mor import InterestHead, interest_scores
 from guim.models.tokens import ItemTables, ItemTokens, PositionFeatures
 
 if TYPE_CHECKING:
-    from guim.data.batches import Batch
-
-
-@dataclass
-class View:
-    """A second view of a batch's inputs (contrastive term): items, events, [MASK] positions."""
-
-    items: torch.Tensor  # (B, T)
-    events: torch.Tensor  # (B, T)
-    masked: torch.Tensor | None  # (B, T) bool
-
-    def to(self, device: torch.device | str) -> View:
-        masked = None if self.masked is None else self.masked.to(device)
-        return View(self.items.to(device), self.events.to(device), masked)
+    from guim.data.batches import Batch, View
 
 
 @dataclass
