@@ -306,3 +306,57 @@ def test_cuda_run_matches_cpu_within_tolerance(small, tmp_path):
         runs[device] = train(cfg, small.path, tmp_path / device, show_progress=False)
     a, b = load_run(runs["cpu"]), load_run(runs["cuda"], device="cuda")
     np.testing.assert_allclose(a.embed_items(), b.embed_items(), atol=1e-3)
+
+
+def test_top_n_stage_runs_the_lower_layers_without_a_graph(small):
+    """Under trainable = "top:N" the frozen lower layers build no autograd graph (as under
+    torch.no_grad), so their backward is skipped, and they get no gradient."""
+    from guim.data.batches import make_batches
+    from guim.train import build
+
+    t = build(load_config(None, [*TINY, "model.n_layers=3"]), small)
+    t.model.set_trainable("top:1")
+    batch = make_batches(t.seqs, t.cfg.data, t.cfg.train, np.random.default_rng(0))[0]
+    seen = {}
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.requires_grad))
+        for k, layer in enumerate(t.model.layers())
+    ]
+    out = t.model(batch)
+    for h in hooks:
+        h.remove()
+    assert seen == {0: False, 1: False, 2: True}
+    out.users.sum().backward()
+    for name, p in t.model.named_parameters():
+        if not name.startswith(("encoder.blocks.2.", "encoder.norm.", "interests.")):
+            assert p.grad is None, name
+
+
+def test_histories_carry_events_and_times_and_bare_ids_get_the_recorded_defaults(small, tmp_path):
+    from guim.data.dataset import Sequences
+    from guim.embed import history_defaults, load_run
+
+    cfg = load_config(None, [*TINY, "train.epochs=1"])
+    run = load_run(train(cfg, small.path, tmp_path / "run", show_progress=False))
+    recorded = json.loads((tmp_path / "run" / "dataset.json").read_text())["history_defaults"]
+    assert recorded == history_defaults(small.train_sequences("loo"))
+    assert run.history_defaults == recorded
+    items = [[1, 2, 3], [4, 5]]
+    gap, event = recorded["gap_seconds"], recorded["event"]
+    explicit = Sequences.from_lists(
+        items, [[event] * len(h) for h in items], [[gap * j for j in range(len(h))] for h in items]
+    )
+    np.testing.assert_array_equal(run.embed_users(items), run.embed_users(explicit))
+    # other event types and gaps give other vectors (the model reads them: use_events/use_time)
+    other = run.embed_users(items, events=[[7, 7, 7], [7, 7]], timestamps=[[0, 5, 10**6], [0, 9]])
+    assert not np.allclose(other, run.embed_users(items))
+
+
+def test_history_defaults_by_hand():
+    from guim.data.dataset import Sequences
+    from guim.embed import history_defaults
+
+    seqs = Sequences.from_lists(
+        [[1, 2, 3], [4, 5]], [[2, 2, 7], [7, 7]], [[100, 160, 220], [5, 35]]
+    )  # event 7 three times; gaps 60, 60, 30 (never across users)
+    assert history_defaults(seqs) == {"event": 7, "gap_seconds": 60}
