@@ -55,6 +55,7 @@ class Tally:
     def __init__(self) -> None:
         self.classes: dict[str, Counter] = {}
         self.findings: list[str] = []
+        self.notes: dict[str, int] = {}
 
     def case(self, cls: str, name: str, **found: int | bool) -> None:
         c = self.classes.setdefault(cls, Counter({k: 0 for k in (*KEYS, "unclear")}))
@@ -644,12 +645,10 @@ def kills(tally: Tally, root: Path, n: int, seed: int) -> None:
         "user_id,item_id,timestamp\n"
         + "".join(f"u{a},i{b},{c}\n" for a, b, c in zip(u, i, t, strict=True))
     )
-    t0 = time.perf_counter()
-    guim("prepare", log, "--out", root / "ref")
-    seconds = time.perf_counter() - t0
+    cmd = [sys.executable, "-m", "guim.cli", "prepare", str(log), "--out"]
+    start, seconds = write_window([*cmd, str(root / "ref")], root)
     guim("prepare", log, "--out", root / "ref1", "--seed", "1")
     ref, ref1 = stats(root / "ref")["hash"], stats(root / "ref1")["hash"]
-    cmd = [sys.executable, "-m", "guim.cli", "prepare", str(log), "--out"]
     jitter = random.Random(seed)
     landed = 0
     for sig, overwrite in (
@@ -669,10 +668,20 @@ def kills(tally: Tally, root: Path, n: int, seed: int) -> None:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(seconds * (j + jitter.random()) / n)
-            landed += bool([p for p in folder.iterdir() if p.name.endswith(".tmp")])
+            # the first kill while the log is read (it comes first and takes longest), the
+            # others once the temporary directory exists, spread over the time writing takes
+            if j == 0:
+                time.sleep(start * jitter.random())
+            else:
+                wait_for_temporary(folder, proc)
+                time.sleep(0.7 * (seconds - start) * (j - 1 + jitter.random()) / (n - 1))
+            during = any(p.name.endswith(".tmp") for p in folder.iterdir())
+            landed += during
             proc.send_signal(sig)
-            proc.wait(timeout=300)
+            rc = proc.wait(timeout=300)
+            console.print(
+                f"  {folder.name}: {'during' if during else 'outside'} the write, exit {rc}"
+            )
             err = proc.stderr.read()
             h = stats(out)["hash"] if stats(out) else None
             parked = any(".old-" in name for name in hidden(folder))
@@ -693,6 +702,27 @@ def kills(tally: Tally, root: Path, n: int, seed: int) -> None:
                 leftovers=left_now + len(hidden(folder)),
             )
     console.print(f"kills: {landed} of {3 * n} landed while a temporary directory existed")
+    tally.notes["kills_during_write"] = landed
+
+
+def wait_for_temporary(folder: Path, proc: subprocess.Popen) -> None:
+    """Return once a temporary directory exists in `folder` (or `proc` has ended)."""
+    while proc.poll() is None and not any(p.name.endswith(".tmp") for p in folder.iterdir()):
+        time.sleep(0.002)
+
+
+def write_window(cmd: list[str], folder: Path) -> tuple[float, float]:
+    """Run `cmd` (a prepare into `folder`) and return (seconds until its temporary directory
+    appeared, seconds until it finished), polling every 5 ms."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = None
+    while proc.poll() is None:
+        if start is None and any(p.name.endswith(".tmp") for p in folder.iterdir()):
+            start = time.perf_counter() - t0
+        time.sleep(0.005)
+    total = time.perf_counter() - t0
+    return (start if start is not None else 0.0), total
 
 
 # ---- 8. a full disk under the checkpoint writer ----------------------------------------------------
@@ -862,6 +892,7 @@ def main() -> None:
         {"cli": {"guim": totals}},
         by_class={k: dict(v) for k, v in tally.classes.items()},
         findings=tally.findings,
+        notes=tally.notes,
         seconds=round(time.perf_counter() - t0, 1),
         settings={"fuzz": args.fuzz, "kills_per_kind": args.kills, "seed": args.seed},
     )

@@ -1,5 +1,5 @@
-"""Fault drills for `guim prepare` (issue 11): kill -9 and SIGTERM of real subprocesses at
-spread-out moments. After the kill the target is absent or complete (never partial); after
+"""Fault drills for `guim prepare` (issue 11): kill -9 and SIGTERM of real subprocesses, once
+while the log is read and then at growing delays after the temporary directory appeared. After the kill the target is absent or complete (never partial); after
 SIGTERM no temporary is left; after the next run nothing is left over and the dataset equals an
 uninterrupted run's. `benchmarks/reliability.py` runs more of them and counts the outcomes."""
 
@@ -63,48 +63,62 @@ def drill(tmp_path_factory):
     return log, _hash(root / "ref"), _hash(root / "ref1"), seconds
 
 
-def _moments(n: int, seconds: float, salt: int) -> list[float]:
-    """n kill moments spread over the run, jittered (seeded)."""
-    rng = random.Random(SEED * 100 + salt)
-    return [seconds * (k + rng.random()) / n for k in range(n)]
+def _kill_at(proc: subprocess.Popen, folder: Path, k: int, seconds: float, rng) -> bool:
+    """Sleep until kill moment k: k = 0 while the log is read (no temporary yet), k > 0 at a
+    growing delay after the temporary directory appeared. Returns whether it exists now."""
+    if k == 0:
+        time.sleep(0.3 * seconds * rng.random())
+    else:
+        while proc.poll() is None and not _temporaries(folder):
+            time.sleep(0.002)
+        time.sleep(0.05 * seconds * (k - 1 + rng.random()))
+    return bool(_temporaries(folder))
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return [n for n in _hidden(folder) if n.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_killed_prepare_leaves_no_partial_dataset(tmp_path, drill, sig):
     log, ref, _, seconds = drill
-    for k, delay in enumerate(_moments(4, seconds, int(sig))):
+    rng = random.Random(SEED + int(sig))
+    during = 0
+    for k in range(4):
         folder = tmp_path / f"d{k}"
         folder.mkdir()
         out = folder / "data"
         proc = _prepare(log, out)
-        time.sleep(delay)
+        during += _kill_at(proc, folder, k, seconds, rng)
         proc.send_signal(sig)
         rc = proc.wait(timeout=120)
-        assert not out.exists() or _hash(out) == ref, (delay, rc)
+        assert not out.exists() or _hash(out) == ref, (k, rc)
         if sig == signal.SIGTERM:
             assert rc in (0, 128 + sig, -sig), (rc, proc.stderr.read())
-            assert _hidden(folder) == [], (delay, rc)
+            assert _hidden(folder) == [], (k, rc)
         again = _prepare(log, out, "--overwrite") if out.exists() else _prepare(log, out)
         assert again.wait(timeout=120) == 0, again.stderr.read()
         assert _hidden(folder) == [] and _hash(out) == ref
+    assert during >= 1  # the drill reached the write at least once
 
 
 def test_killed_overwrite_keeps_a_complete_dataset(tmp_path, drill):
     log, ref, ref1, seconds = drill
-    for k, delay in enumerate(_moments(3, seconds, 3)):
+    rng = random.Random(SEED)
+    for k in range(1, 4):
         folder = tmp_path / f"d{k}"
         folder.mkdir()
         out = folder / "data"
         first = _prepare(log, out, "--seed", "1")
         assert first.wait(timeout=120) == 0
         proc = _prepare(log, out, "--overwrite")
-        time.sleep(delay)
+        _kill_at(proc, folder, k, seconds, rng)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=120)
         olds = [n for n in _hidden(folder) if ".old-" in n]
         # the old or the new dataset, whole; at worst (between two renames) the old one is
         # parked beside it and the next run puts it back
-        assert _hash(out) in (ref, ref1) or (not out.exists() and olds), (delay, _hidden(folder))
+        assert _hash(out) in (ref, ref1) or (not out.exists() and olds), (k, _hidden(folder))
         again = _prepare(log, out, "--overwrite", "--seed", "1")
         assert again.wait(timeout=120) == 0, again.stderr.read()
         assert _hidden(folder) == [] and _hash(out) == ref1
