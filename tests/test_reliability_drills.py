@@ -1,7 +1,8 @@
 """Fault drills for `guim prepare` (issue 11): kill -9 and SIGTERM of real subprocesses, once
-while the log is read and then at growing delays after the temporary directory appeared. After the kill the target is absent or complete (never partial); after
-SIGTERM no temporary is left; after the next run nothing is left over and the dataset equals an
-uninterrupted run's. `benchmarks/reliability.py` runs more of them and counts the outcomes."""
+while the log is read and then at growing delays after the temporary directory appeared. After
+the kill the target is absent or complete (never partial); after SIGTERM no temporary is left;
+after the next run nothing is left over and the dataset equals an uninterrupted run's.
+`benchmarks/reliability.py` runs more of them and counts the outcomes."""
 
 from __future__ import annotations
 
