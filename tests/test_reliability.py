@@ -483,3 +483,24 @@ def test_other_errors_propagate(error):
 
     with pytest.raises(type(error)):
         command()
+
+
+def test_time_unit_acts_on_merrec_and_is_refused_for_datetimes(tmp_path):
+    from guim.data.loaders import load_raw
+    from guim.data.schema import DataError
+
+    rows = {
+        "user_id": [1, 1, 2, 2, 2],
+        "item_id": [10, 11, 10, 12, 11],
+        "stime": [5_000, 9_000, 1_000, 2_000, 3_500],  # milliseconds
+        "event_id": ["item_view"] * 5,
+    }
+    numeric = tmp_path / "numeric.parquet"
+    pl.DataFrame(rows).write_parquet(numeric)
+    raw = load_raw(numeric, time_unit="ms")
+    assert raw.format == "merrec"
+    assert raw.events.collect()["timestamp"].to_list() == [5, 9, 1, 2, 3]
+    dated = tmp_path / "dated.parquet"
+    pl.DataFrame(rows).with_columns(pl.from_epoch("stime", "ms")).write_parquet(dated)
+    with pytest.raises(DataError, match="--time-unit ms"):
+        load_raw(dated, time_unit="ms")
