@@ -206,3 +206,21 @@ def test_gated_swap(client, good_run, weak_run, export_dir):
     assert swapped["gate_set"] == "export-valid" and swapped["gate_cases"] > 0
     models = client.get("/admin/models", headers=AUTH).json()
     assert models["live"]["source"] == str(good_run)
+
+
+def test_micro_batching_matches_one_at_a_time(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guim.serve.batching import UserBatcher
+
+    model = client.app.state.service.model
+    users = list(model.base_users)[:40]
+    histories = [model.base_history(u) for u in users]
+    batcher = UserBatcher(max_batch=16)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            batched = list(pool.map(lambda h: batcher.embed(model, h), histories))
+    finally:
+        batcher.close()
+    for h, v in zip(histories, batched, strict=True):
+        np.testing.assert_allclose(v, model.user_vectors([h])[0], rtol=1e-5, atol=1e-5)

@@ -31,7 +31,8 @@ from prometheus_client import (
 )
 
 from guim.data.schema import event_code
-from guim.serve.model import ServedModel, load_model
+from guim.serve.batching import UserBatcher
+from guim.serve.model import History, ServedModel, load_model
 from guim.serve.schemas import (
     CandidateOut,
     EmbeddingOut,
@@ -49,8 +50,6 @@ from guim.serve.schemas import (
 )
 from guim.serve.settings import ServeSettings
 from guim.serve.store import EventStore, StoredEvent, open_store
-
-History = tuple[list[int], list[int], list[int]]
 
 
 class Metrics:
@@ -92,6 +91,13 @@ class Service:
     candidates: list[CandidateOut] = field(default_factory=list)
     admin_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics | None = None
+    batcher: UserBatcher | None = None
+
+    def embed(self, model: ServedModel, history: History) -> np.ndarray:
+        """(K, D) vectors of one history: micro-batched with concurrent requests when enabled."""
+        if self.batcher is not None:
+            return self.batcher.embed(model, history)
+        return model.user_vectors([history])[0]
 
     def sync_items(self, model: ServedModel) -> None:
         """Load run-time items other replicas (or an earlier process) added to the store."""
@@ -156,7 +162,7 @@ def _recommend(
         rec = model.popular_items(k, exclude_idx)
         fallback: str | None = "popularity"
     else:
-        users = model.user_vectors([history])[0]  # (K, D)
+        users = svc.embed(model, history)  # (K, D)
         rec = model.retrieve(users, k, exclude_idx, exclude_extra)
         fallback = None
     items = [ScoredItem(item_id=i, score=s) for i, s in zip(rec.item_ids, rec.scores, strict=True)]
@@ -248,7 +254,7 @@ def user_embedding(user_id: str, svc: ServiceDep) -> EmbeddingOut:
     history, _, _, n = svc.history(model, user_id)
     if not history[0]:
         raise HTTPException(404, f"user {user_id!r} has no history the model can embed")
-    vectors = model.user_vectors([history])[0]
+    vectors = svc.embed(model, history)
     return EmbeddingOut(
         user_id=user_id,
         vectors=np.nan_to_num(vectors).tolist(),
@@ -508,12 +514,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
             index = IndexConfig(ef_search=settings.ef_search or 128, nprobe=settings.nprobe or 32)
         model = load_model(settings.source, index)
         store = open_store(settings.store_url())
-        service = Service(settings=settings, store=store, model=model)
+        batcher = UserBatcher(settings.batch_users) if settings.batch_users else None
+        service = Service(settings=settings, store=store, model=model, batcher=batcher)
         service.metrics = Metrics(service)
         service.metrics.model.info({"version": model.version})
         service.sync_items(model)
         app.state.service = service
         yield
+        if batcher is not None:
+            batcher.close()
         store.close()
 
     app = FastAPI(

@@ -26,6 +26,7 @@ from guim.index import IndexConfig, build_index, index_kind, load_index, search,
 from guim.metrics import metrics_from_ranks
 
 GATE_METRIC = "NDCG@10"
+History = tuple[list[int], list[int], list[int]]  # item_idx, event codes, timestamps
 
 
 @dataclass(frozen=True)

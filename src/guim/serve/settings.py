@@ -30,6 +30,9 @@ class ServeSettings(BaseSettings):
     ef_search: int | None = Field(None, ge=1)
     nprobe: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=0, description="0 = torch's default.")
+    batch_users: int = Field(
+        64, ge=0, description="Concurrent histories embedded in one forward pass (0 = off)."
+    )
 
     def store_url(self) -> str:
         if self.store:
