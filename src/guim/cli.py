@@ -68,7 +68,7 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLO
 
 
 def _os_message(e: OSError) -> str:
-    """'<what went wrong>: <path>' on one line, whether or not the error carries its path."""
+    """'<path>: <what went wrong>' on one line (the message alone when no path is attached)."""
     if e.filename is None:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
