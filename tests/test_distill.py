@@ -181,3 +181,36 @@ def test_temperature_rescaling_of_binary_probabilities():
         + (1 - target) * torch.log(1 - torch.sigmoid(logits))
     ).mean()
     assert binary_distill_loss(p, logits, 2.0).item() == pytest.approx(by_hand.item(), rel=1e-9)
+
+
+def test_recorded_qkv_gives_exactly_the_attention_the_model_computes():
+    """The hook's [Q | K | V] rebuilds the top layer's attention output with the reference
+    kernel's weights: the distributions the MiniLM terms compare are the model's own."""
+    from guim.config import DataConfig, ModelConfig
+    from guim.distill import last_layer_qkv, relation_log_probs, relation_mask, split_heads
+    from guim.models import build_model
+    from guim.models.tokens import ItemTables
+
+    torch.manual_seed(0)
+    sizes = {"n_items": 9, "n_attributes": 0, "n_attribute_links": 0, "text_dim": 0}
+    model_cfg = ModelConfig(dim=12, n_heads=2, ffn_dim=20, n_layers=2, dropout=0.0)
+    model = build_model(model_cfg, DataConfig(max_len=5), ItemTables.placeholder(sizes), True)
+    model.eval()
+    items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 9], [0, 0, 0, 0, 7]])
+    events = (items > 0).long()
+    times = torch.arange(5).expand(3, 5) * 60
+    block = model.layers()[-1]
+    outputs = []
+    hook = block.out.register_forward_hook(lambda _m, inp, _o: outputs.append(inp[0]))
+    with last_layer_qkv(model) as seen, torch.no_grad():
+        model.encode(items, events, times)
+    hook.remove()
+    assert len(seen) == 1 and seen[0].shape == (3, 5, 36)
+    real = items > 0
+    q, k, v = (split_heads(x, 2) for x in seen[0].chunk(3, dim=-1))  # (B, H, T, 6)
+    weights = relation_log_probs(q, k, relation_mask(real, causal=True)).exp()
+    rebuilt = (weights @ v).transpose(1, 2).reshape(3, 5, 12)  # what `out` receives
+    torch.testing.assert_close(rebuilt, outputs[0], rtol=1e-5, atol=1e-6)
+    assert minilm_loss(seen[0], seen[0], real, 2, causal=True).item() == pytest.approx(
+        0.0, abs=1e-7
+    )

@@ -14,9 +14,12 @@ the attention block's `qkv` linear layer before the split into heads.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 RELATIONS = ("qq", "kk", "vv")  # MiniLM v2's self-relations
 
@@ -243,3 +246,23 @@ def binary_distill_loss(
     probabilities rescaled at temperature T (any shape) -> scalar mean."""
     target = rescale_probability(teacher_probs.detach(), temperature)
     return F.binary_cross_entropy_with_logits(student_logits, target)
+
+
+# -- where the MiniLM terms' inputs come from ----------------------------------------------------
+@contextmanager
+def last_layer_qkv(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the concatenated [Q | K | V] (B, T, 3D) that the model's top Transformer layer
+    computes (a forward hook on its `qkv` projection: inference runs unchanged), one tensor per
+    forward call made inside the block:
+
+        with last_layer_qkv(teacher) as seen, torch.no_grad():
+            teacher.encode(items, events, timestamps)
+        teacher_qkv = seen[-1]
+    """
+    layer = model.layers()[-1]  # type: ignore[operator]
+    seen: list[torch.Tensor] = []
+    handle = layer.qkv.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        yield seen
+    finally:
+        handle.remove()
