@@ -43,9 +43,10 @@ def guim_train(dataset: Path, out: Path, nproc: int, epochs: int, *extra: str) -
     return args
 
 
-def run(args: list[str]) -> None:
+def run(args: list[str]) -> str:
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,11 @@ def data(tmp_path_factory) -> Path:
 
 def test_two_processes_with_half_batches_equal_one_with_the_whole(data, tmp_path):
     run(guim_train(data, tmp_path / "one", 1, 2, "train.objective=masked"))
-    run(guim_train(data, tmp_path / "two", 2, 2, "train.objective=masked"))
+    # the --nproc shortcut (the resume test below calls torchrun itself)
+    shown = run(
+        [*guim_train(data, tmp_path / "two", 1, 2, "train.objective=masked"), "--nproc", "2"]
+    )
+    assert "2 processes" in " ".join(shown.split())
     a = load_weights(tmp_path / "one" / "model.safetensors")
     b = load_weights(tmp_path / "two" / "model.safetensors")
     assert a.keys() == b.keys()

@@ -333,6 +333,13 @@ def train(
         list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train on N processes with torch.distributed (runs torchrun --standalone "
+            "--nproc-per-node N -m guim train ... for you)."
+        ),
+    ] = 1,
 ) -> None:
     """Train the GUIM teacher; validation every epoch, best weights kept, resumable. On several
     processes: `torchrun --nproc-per-node N -m guim train ...` (rank 0 validates and writes)."""
@@ -342,6 +349,11 @@ def train(
     from guim.train import train as train_fn
 
     cfg = load_config(preset, set or [])
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and "RANK" not in os.environ:
+        _torchrun_train(nproc, dataset, out, preset, set or [], resume)
+        return
     rank0 = os.environ.get("RANK", "0") == "0"
     if rank0:
         console.print_json(json.dumps(cfg.to_dict()))
@@ -351,6 +363,23 @@ def train(
     summary = json.loads((out / "metrics.json").read_text())
     if "test" in summary:
         _show({"guim": summary["test"]}, False, f"{summary['dataset']} test")
+
+
+def _torchrun_train(
+    nproc: int, dataset: Path, out: Path, preset: str | None, overrides: list[str], resume: bool
+) -> None:
+    """`guim train --nproc N`: the same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={nproc}", "-m", "guim", "train", "-d", str(dataset), "-o", str(out)]
+    cmd += ["--preset", preset] if preset else []
+    for text in overrides:
+        cmd += ["--set", text]
+    cmd += ["--resume"] if resume else []
+    code = subprocess.run(cmd).returncode
+    if code:
+        raise UserError(f"guim train --nproc {nproc}: the processes exited with status {code}")
 
 
 @app.command("eval")

@@ -395,6 +395,7 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
     console.print(
         f"[bold]guim train[/] {t.dataset.name}: {len(t.seqs)} users, {t.dataset.n_items} items, "
         f"{n_params / 1e6:.2f}M parameters, config {t.cfg.hash()}, device {t.device}"
+        + (f", {t.world} processes" if t.world > 1 else "")
     )
     stop_reason = "epochs"
     epoch = t.state.next_epoch
