@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import copy
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip(
     "onnxruntime", reason="ONNX export needs the export extra: pip install 'guim[export]'"
@@ -92,8 +95,20 @@ def test_export_is_reused_and_max_len_is_checked(exported, tmp_path):
     run, onnx_run = exported
     path = Path(run.run_dir) / ONNX_FILE
     before = path.stat().st_mtime_ns
-    OnnxRun(run, threads=1)  # same config hash: no second export
+    OnnxRun(run, threads=1)  # same weights: no second export
     assert path.stat().st_mtime_ns == before
+    # other weights (a resumed run): exported again
+    changed = copy.deepcopy(run)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in changed.model.parameters():
+            weight.add_(0.1 * torch.randn_like(weight))
+    stale = tmp_path / "stale.onnx"
+    shutil.copy(path, stale)
+    again = OnnxRun(changed, stale, threads=1)
+    histories = random_histories(5, run.cfg.data.max_len, 50, seed=1)
+    assert np.abs(again.embed_users(histories) - changed.embed_users(histories)).max() <= TOLERANCE
+    assert np.abs(again.embed_users(histories) - run.embed_users(histories)).max() > 1e-3
     assert onnx_run.encoder.max_len == run.cfg.data.max_len
     with pytest.raises(ValueError, match="max_len"):
         OnnxUserEncoder(path, max_len=run.cfg.data.max_len + 1)

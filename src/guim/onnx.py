@@ -10,6 +10,7 @@ run's max_len (item_idx, event, timestamp: int64 (B, max_len)); the output is th
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import tempfile
@@ -138,12 +139,17 @@ def export_user_encoder(
 
 def export_run(run: Any, path: str | Path | None = None) -> Path:
     """Export a loaded run's (`guim.embed.GuimRun`) user encoder; `path` defaults to
-    run_dir/user_encoder.onnx. The run's config hash is recorded in the file."""
+    run_dir/user_encoder.onnx. The run's config hash and a digest of its weights are recorded
+    in the file."""
     if path is None:
         if run.run_dir is None:
             raise ValueError("export_run needs a path for a run without a run directory")
         path = Path(run.run_dir) / ONNX_FILE
-    meta = {"config_hash": run.cfg.hash(), "model_kind": getattr(run.cfg.model, "kind", "guim")}
+    meta = {
+        "config_hash": run.cfg.hash(),
+        "weights_digest": weights_digest(run.model),
+        "model_kind": getattr(run.cfg.model, "kind", "guim"),
+    }
     return export_user_encoder(run.model, run.cfg.data.max_len, path, meta)
 
 
@@ -205,8 +211,8 @@ class OnnxRun:
     """A loaded run (`guim.embed.GuimRun`) whose users are embedded by ONNX Runtime: the
     Embedder protocol plus `recommend`; items, the scorer and raw ids come from the run.
 
-    The export is made (run_dir/user_encoder.onnx) when missing, or when it belongs to another
-    config of the run directory.
+    The export is made (run_dir/user_encoder.onnx) when missing, or when it records other
+    weights than the run's (a resumed or retrained run).
     """
 
     def __init__(self, run: Any, path: str | Path | None = None, threads: int = 0) -> None:
@@ -219,7 +225,7 @@ class OnnxRun:
                 raise ValueError("OnnxRun needs a path for a run without a run directory")
             path = Path(run.run_dir) / ONNX_FILE
         path = Path(path)
-        if not path.exists() or _recorded_hash(path) != run.cfg.hash():
+        if not path.exists() or _recorded(path, "weights_digest") != weights_digest(run.model):
             export_run(run, path)
         self.encoder = OnnxUserEncoder(path, run.cfg.data.max_len, threads)
         self._items: np.ndarray | None = None
@@ -256,11 +262,20 @@ class OnnxRun:
         return recommend(self, histories, k, mask_history=mask_history)
 
 
-def _recorded_hash(path: Path) -> str | None:
+def weights_digest(model: nn.Module) -> str:
+    """Short digest of a model's state (parameters and buffers, names and bytes)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _recorded(path: Path, key: str) -> str | None:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}.get("guim.config_hash")
+    return {p.key: p.value for p in model.metadata_props}.get(f"guim.{key}")
 
 
 def load_onnx_run(run_dir: str | Path, threads: int = 0) -> OnnxRun:
