@@ -270,7 +270,11 @@ def reference(data: bytes, fmt: str) -> list[tuple[str, str, int]] | None:
         for rec in records[1:]:
             if not rec:
                 continue
-            if len(rec) != 3 or not rec[0] or not rec[1] or not _INT.fullmatch(rec[2].strip()):
+            if (
+                len(rec) != 3
+                or not all(v.strip() for v in rec[:2])
+                or not _INT.fullmatch(rec[2].strip())
+            ):
                 return None
             rows.append((rec[0], rec[1], int(rec[2])))
         return rows
@@ -284,10 +288,17 @@ def reference(data: bytes, fmt: str) -> list[tuple[str, str, int]] | None:
         if not isinstance(rec, dict):
             return None
         u, i, t = (rec.get(k) for k in ("user_id", "item_id", "timestamp"))
-        if not all(isinstance(v, str) and v for v in (u, i)) or type(t) not in (int, float):
+        if not all(_is_id(v) for v in (u, i)) or type(t) not in (int, float):
             return None
-        rows.append((u, i, math.floor(t)))  # numbers are floored (documented)
+        rows.append((str(u), str(i), math.floor(t)))  # times are floored (documented)
     return rows
+
+
+def _is_id(value: object) -> bool:
+    """An id in JSON: a non-empty string or a number (read as its text), not a boolean."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or (isinstance(value, str) and bool(value.strip()))
 
 
 def corrupt(data: bytes, fmt: str, rng: random.Random) -> tuple[str, bytes]:
@@ -317,7 +328,7 @@ def corrupt(data: bytes, fmt: str, rng: random.Random) -> tuple[str, bytes]:
     if kind == "drop_field":
         del rec[key]
     else:
-        rec[key] = rng.choice([None, "", [1, 2], {"a": 1}, "abc", True, 1.5])
+        rec[key] = rng.choice([None, "", " ", [1, 2], {"a": 1}, "abc", True, 1.5, 7])
     return kind, data[:start] + json.dumps(rec).encode() + data[end:]
 
 

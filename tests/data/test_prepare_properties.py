@@ -147,7 +147,11 @@ def _reference(data: bytes, fmt: str) -> list[Row] | None:
         for rec in records[1:]:
             if not rec:
                 continue  # a blank line
-            if len(rec) != 3 or not rec[0] or not rec[1] or not _INT.fullmatch(rec[2].strip()):
+            if (
+                len(rec) != 3
+                or not all(v.strip() for v in rec[:2])
+                or not _INT.fullmatch(rec[2].strip())
+            ):
                 return None
             rows.append((rec[0], rec[1], int(rec[2])))
     else:
@@ -161,10 +165,17 @@ def _reference(data: bytes, fmt: str) -> list[Row] | None:
             if not isinstance(rec, dict):
                 return None
             u, i, t = (rec.get(k) for k in ("user_id", "item_id", "timestamp"))
-            if not all(isinstance(v, str) and v for v in (u, i)) or type(t) is not int:
+            if not all(_is_id(v) for v in (u, i)) or type(t) is not int:
                 return None
-            rows.append((u, i, t))
+            rows.append((str(u), str(i), t))
     return rows
+
+
+def _is_id(value: object) -> bool:
+    """An id in JSON: a non-empty string or a number (read as its text), not a boolean."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or (isinstance(value, str) and bool(value.strip()))
 
 
 def _lines(data: bytes) -> list[int]:
@@ -198,7 +209,9 @@ def corruptions(draw, data: bytes, fmt: str) -> tuple[str, bytes]:
         if kind == "drop_field":
             del fields[col]
         else:
-            fields[col] = draw(st.sampled_from([b"", b"abc", b"1.5e", b"[1, 2]", b"2020-13-45x"]))
+            fields[col] = draw(
+                st.sampled_from([b"", b" ", b"abc", b"1.5e", b"[1, 2]", b"2020-13-45x"])
+            )
         new = b",".join(fields)
     else:
         rec = json.loads(line)
@@ -206,7 +219,7 @@ def corruptions(draw, data: bytes, fmt: str) -> tuple[str, bytes]:
         if kind == "drop_field":
             del rec[key]
         else:
-            rec[key] = draw(st.sampled_from([None, "", [1, 2], {"a": 1}, "abc", True]))
+            rec[key] = draw(st.sampled_from([None, "", " ", [1, 2], {"a": 1}, "abc", True, 1.5, 7]))
         new = json.dumps(rec).encode()
     return kind, data[:start] + new + data[end:]
 
