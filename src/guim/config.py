@@ -70,6 +70,11 @@ class ModelConfig:
     # (negative indices count from the top), and that sub-layer's width (0 = dim // 2)
     attention_layers: tuple[int, ...] = (-1,)
     attention_dim: int = 0
+    # CoRe relaxed Transformer (models/transformer.py): feed-forward weights as low-rank products
+    # W = U V of this rank (0 = full weights), and the attention kind ("linear": elu+1 kernel
+    # feature maps, prefix sums when causal). A stage with `expand = true` makes it the full model.
+    ffn_rank: int = 0
+    attention: Literal["softmax", "linear"] = "softmax"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,12 @@ class LossConfig:
     contrastive_temperature: float = 0.2
     contrastive_view: Literal["dropout", "mask", "crop"] = "dropout"
     contrastive_rate: float = 0.2  # fraction of items masked / cropped away in the second view
+    # SAS objective (train.objective = "sas"): weight of the replaced-item detection loss, the
+    # temperature of the masked-item softmax the replacements are sampled from, and whether the
+    # sample excludes the true item ("no-hit": every stored replacement really replaces)
+    detection_weight: float = 1.0
+    sas_temperature: float = 1.0
+    sas_no_hit: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,15 +110,22 @@ class StageConfig:
     n_layers: int | None = None  # encoder depth; growing adds layers on top (never shrinks)
     grow: Literal["copy", "random"] = "copy"  # new top layers: copies of the current top ones
     trainable: str = "all"  # "all", or "top:N": only the top N encoder layers (+ final norm)
-    objective: Literal["next", "masked"] | None = None
+    objective: Literal["next", "masked", "sas"] | None = None
     contrastive_weight: float | None = None
+    # CoRe: the relaxed model's FFN rank and attention for this stage (None: the previous
+    # stage's; the first stage's: model.ffn_rank / model.attention). A rank going to 0 multiplies
+    # the factors out into full weights (exact); an attention change keeps the projections.
+    ffn_rank: int | None = None
+    attention: Literal["softmax", "linear"] | None = None
+    expand: bool = False  # shorthand for ffn_rank = 0, attention = "softmax" (CoRe phase 2)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Objective, optimiser and schedule."""
 
-    objective: Literal["next", "masked"] = "next"
+    # "sas": masked-item prediction plus replaced-item detection (guim.sas)
+    objective: Literal["next", "masked", "sas"] = "next"
     mask_prob: float = 0.2  # masked objective: fraction of positions masked
     last_mask_prob: float = 0.1  # masked objective: windows whose only mask is the last item
     epochs: int = 200
@@ -279,11 +297,14 @@ _RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("model", "interest_temperature", 0, float("inf"), False, True),
     ("model", "n_time_buckets", 1, float("inf"), True, True),
     ("model", "attention_dim", 0, float("inf"), True, True),
+    ("model", "ffn_rank", 0, float("inf"), True, True),
     ("loss", "n_negatives", 1, float("inf"), True, True),
     ("loss", "temperature", 0, float("inf"), False, True),
     ("loss", "contrastive_weight", 0, float("inf"), True, True),
     ("loss", "contrastive_temperature", 0, float("inf"), False, True),
     ("loss", "contrastive_rate", 0, 1, True, True),
+    ("loss", "detection_weight", 0, float("inf"), True, True),
+    ("loss", "sas_temperature", 0, float("inf"), False, True),
     ("train", "mask_prob", 0, 1, False, True),
     ("train", "last_mask_prob", 0, 1, True, True),
     ("train", "epochs", 1, float("inf"), True, True),
@@ -334,7 +355,7 @@ def _combination_problems(cfg: Config) -> list[str]:
         )
     if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device)):
         out.append(f"'train.device' must be auto, cpu, cuda or cuda:N, got {t.device!r}")
-    depth = m.n_layers
+    depth, rank = m.n_layers, m.ffn_rank
     for i, stage in enumerate(t.stages):
         where = f"'train.stages[{i}]"
         if stage.epochs < 1:
@@ -358,6 +379,24 @@ def _combination_problems(cfg: Config) -> list[str]:
             )
         if m.encoder == "sru" and stage.n_layers not in (None, m.n_layers):
             out.append(f"{where}.n_layers': the sru encoder cannot grow by stages")
+        if stage.ffn_rank is not None and stage.ffn_rank < 0:
+            out.append(f"{where}.ffn_rank' must be >= 0, got {stage.ffn_rank}")
+        if stage.expand or stage.ffn_rank == 0:
+            rank = 0
+        elif stage.ffn_rank is not None:
+            if i > 0 and stage.ffn_rank != rank:
+                out.append(
+                    f"{where}.ffn_rank' ({stage.ffn_rank}): stages may keep the FFN rank or "
+                    f"expand it to full weights (0), not change it from {rank}"
+                )
+            rank = stage.ffn_rank
+    relaxed = (
+        m.ffn_rank
+        or m.attention != "softmax"
+        or any(s.ffn_rank or s.attention not in (None, "softmax") for s in t.stages)
+    )
+    if relaxed and m.encoder != "transformer":
+        out.append("'model.ffn_rank' and 'model.attention' (CoRe) apply to the transformer encoder")
     if m.encoder == "sru":
         bad = [a for a in m.attention_layers if not -depth <= a < depth]
         if bad:

@@ -111,6 +111,12 @@ def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
         torch.manual_seed(t.cfg.train.seed * 1_000_003 + index)  # "random" growth
         model.grow(stage.n_layers, stage.grow)
         t.cfg = replace(t.cfg, model=model.model_cfg)
+    m = t.cfg.model
+    relaxed = stage.ffn_rank not in (None, m.ffn_rank) or stage.attention not in (None, m.attention)
+    if relaxed:  # CoRe: low-rank FFN multiplied out, attention switched
+        model.relax(stage.ffn_rank, stage.attention)
+        t.cfg = replace(t.cfg, model=model.model_cfg)
+        grown = True
     model.causal = stage.objective == "next"
     model.set_trainable(stage.trainable)
     t.optimizers = make_optimizers(model, t.cfg)
@@ -126,9 +132,14 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
     popularity = dataset.item_popularity(cfg.data.scheme)
     known = popularity > 0
     first = stages[0]
+    relaxed = {"ffn_rank": first.ffn_rank, "attention": first.attention}
     cfg = replace(
         cfg,
-        model=replace(cfg.model, n_layers=first.n_layers),
+        model=replace(
+            cfg.model,
+            n_layers=first.n_layers,
+            **{k: v for k, v in relaxed.items() if v is not None},
+        ),
         train=replace(cfg.train, stages=tuple(stages) if cfg.train.stages else ()),
     )
     torch.manual_seed(cfg.train.seed)

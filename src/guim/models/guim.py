@@ -23,6 +23,7 @@ from guim.config import DataConfig, ModelConfig
 from guim.models import build_encoder
 from guim.models.mor import InterestHead, interest_scores
 from guim.models.tokens import ItemTables, ItemTokens, PositionFeatures
+from guim.models.transformer import LowRankLinear
 
 if TYPE_CHECKING:
     from guim.data.batches import Batch, View
@@ -161,6 +162,18 @@ class GUIM(nn.Module):
                 layers.append(fresh.to(self.mask_token.device))
         self.model_cfg = replace(self.model_cfg, n_layers=n_layers)
 
+    def relax(self, ffn_rank: int, attention: str) -> None:
+        """CoRe: set every encoder layer's FFN rank (0 multiplies the low-rank factors out into
+        full weights, exactly) and attention kind (projections carried over); model_cfg
+        follows."""
+        if ffn_rank == self.model_cfg.ffn_rank and attention == self.model_cfg.attention:
+            return
+        if not hasattr(self.encoder, "blocks"):
+            raise ValueError(f"model.encoder {self.model_cfg.encoder!r} has no CoRe relaxation")
+        for block in self.encoder.blocks:
+            block.relax(ffn_rank, attention)
+        self.model_cfg = replace(self.model_cfg, ffn_rank=ffn_rank, attention=attention)
+
     def set_trainable(self, spec: str) -> None:
         """ "all": every parameter trains; "top:N": only the top N encoder layers, the encoder's
         final norm and the interest head (everything below runs without gradients)."""
@@ -188,3 +201,8 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+    elif isinstance(module, LowRankLinear):
+        # factors of std s with s * s * sqrt(rank) = 0.02: the product has the full weights' scale
+        std = (0.02 / module.down.out_features**0.5) ** 0.5
+        nn.init.normal_(module.down.weight, std=std)
+        nn.init.normal_(module.up.weight, std=std)

@@ -3,6 +3,8 @@ next-item training or bidirectional for masked-item training.
 
 Interface shared by every encoder: token vectors (B, T, D) + real-token mask (B, T) in, hidden
 states (B, T, D) out. Attention kernels (PyTorch SDPA or a plain reference) sit side by side.
+CoRe (arXiv 2011.13633) relaxed blocks: low-rank feed-forward weights (`model.ffn_rank`) and
+linear attention (`model.attention = "linear"`); `Block.relax` turns them into the full block.
 """
 
 from __future__ import annotations
@@ -38,6 +40,67 @@ def attention_reference(
 ATTENTION = {"sdpa": attention_sdpa, "reference": attention_reference}
 
 
+# ---- CoRe: linear attention and low-rank feed-forward weights -------------------------------
+
+
+def linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor, causal: bool
+) -> torch.Tensor:
+    """Kernel attention (Katharopoulos et al. 2020) with feature map phi(x) = elu(x) + 1:
+    out_i = phi(q_i) . sum_j phi(k_j) v_j^T / phi(q_i) . sum_j phi(k_j), over real keys j (j <= i
+    when causal, as prefix sums), so the cost grows linearly in T.
+
+    q, k, v (B, H, T, Dh); real (B, T) bool -> (B, H, T, Dh). Padding queries give 0."""
+    fq = F.elu(q) + 1  # (B, H, T, Dh)
+    fk = (F.elu(k) + 1) * real[:, None, :, None]  # (B, H, T, Dh), padding keys drop out
+    if causal:
+        kv = torch.einsum("bhtd,bhte->bhtde", fk, v).cumsum(dim=2)  # (B, H, T, Dh, Dh)
+        num = torch.einsum("bhtd,bhtde->bhte", fq, kv)  # (B, H, T, Dh)
+        den = (fq * fk.cumsum(dim=2)).sum(-1)  # (B, H, T)
+    else:
+        kv = torch.einsum("bhtd,bhte->bhde", fk, v)  # (B, H, Dh, Dh)
+        num = torch.einsum("bhtd,bhde->bhte", fq, kv)  # (B, H, T, Dh)
+        den = (fq * fk.sum(dim=2, keepdim=True)).sum(-1)  # (B, H, T)
+    return num / den.clamp_min(1e-6)[..., None]
+
+
+def linear_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor, causal: bool
+) -> torch.Tensor:
+    """The same kernel attention written as a (T, T) weight matrix (for tests and reading)."""
+    t = q.shape[2]
+    weights = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-1, -2)  # (B, H, T, T)
+    allowed = real[:, None, None, :].expand(-1, 1, t, -1)  # (B, 1, T, T)
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    weights = weights * allowed
+    return (weights @ v) / weights.sum(-1, keepdim=True).clamp_min(1e-6)
+
+
+LINEAR_ATTENTION = {"prefix": linear_attention, "reference": linear_attention_reference}
+
+
+class LowRankLinear(nn.Module):
+    """y = x U^T V^T + b: a (out, in) weight factorised as V (out, r) @ U (r, in)."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(d_in, rank, bias=False)  # U
+        self.up = nn.Linear(rank, d_out)  # V and the bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+    @torch.no_grad()
+    def full(self) -> nn.Linear:
+        """The nn.Linear computing the same map: W = V @ U, the same bias."""
+        d_out, d_in = self.up.out_features, self.down.in_features
+        layer = nn.Linear(d_in, d_out).to(self.up.weight.device)
+        layer.weight.copy_(self.up.weight @ self.down.weight)
+        layer.bias.copy_(self.up.bias)
+        return layer
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -49,23 +112,49 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.dim)
         self.norm2 = nn.LayerNorm(cfg.dim)
+        r = cfg.ffn_rank
         self.ffn = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.ffn_dim),
+            LowRankLinear(cfg.dim, cfg.ffn_dim, r) if r else nn.Linear(cfg.dim, cfg.ffn_dim),
             nn.GELU(),
             nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.ffn_dim, cfg.dim),
+            LowRankLinear(cfg.ffn_dim, cfg.dim, r) if r else nn.Linear(cfg.ffn_dim, cfg.dim),
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.kernel = "sdpa"
+        self.attention = cfg.attention  # "softmax" or "linear" (CoRe's relaxed attention)
+        self.linear_kernel = "prefix"
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        real: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """x (B, T, D), allowed (B, 1, T, T); linear attention reads real (B, T) and causal."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x (B, T, D)
         q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        dropout = self.attn_dropout if self.training else 0.0
-        a = ATTENTION[self.kernel](q, k, v, allowed, dropout)  # (B, H, T, Dh)
+        if self.attention == "linear":
+            assert real is not None
+            a = LINEAR_ATTENTION[self.linear_kernel](q, k, v, real, causal)  # (B, H, T, Dh)
+        else:
+            dropout = self.attn_dropout if self.training else 0.0
+            a = ATTENTION[self.kernel](q, k, v, allowed, dropout)  # (B, H, T, Dh)
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.ffn(self.norm2(x)))
+
+    def relax(self, ffn_rank: int, attention: str) -> None:
+        """CoRe phase change: `ffn_rank` 0 multiplies low-rank FFN factors out into full weights
+        (the block computes the same function); `attention` switches the attention kind, the
+        q/k/v and output projections carried over unchanged (the function changes)."""
+        for i in (0, 3):
+            layer = self.ffn[i]
+            if isinstance(layer, LowRankLinear) and ffn_rank == 0:
+                self.ffn[i] = layer.full()
+            elif ffn_rank and not isinstance(layer, LowRankLinear):
+                raise ValueError("cannot factorise full FFN weights into a low-rank product")
+        self.attention = attention
 
 
 class TransformerEncoder(nn.Module):
@@ -80,7 +169,7 @@ class TransformerEncoder(nn.Module):
         """x (B, T, D), real (B, T) bool -> hidden states (B, T, D)."""
         allowed = attention_mask(real, causal)
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, allowed, real, causal)
         return self.norm(x)
 
 

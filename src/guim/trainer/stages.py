@@ -14,15 +14,35 @@ def resolve_stages(cfg: Config) -> tuple[StageConfig, ...]:
     if not tr.stages:
         return (
             StageConfig(
-                tr.epochs, m.n_layers, "copy", "all", tr.objective, loss.contrastive_weight
+                tr.epochs,
+                m.n_layers,
+                "copy",
+                "all",
+                tr.objective,
+                loss.contrastive_weight,
+                ffn_rank=m.ffn_rank,
+                attention=m.attention,
             ),
         )
     out, depth, objective = [], m.n_layers, tr.objective
-    weight = loss.contrastive_weight
+    weight, rank, attention = loss.contrastive_weight, m.ffn_rank, m.attention
     for s in tr.stages:
         depth, objective = s.n_layers or depth, s.objective or objective
         weight = weight if s.contrastive_weight is None else s.contrastive_weight
-        out.append(replace(s, n_layers=depth, objective=objective, contrastive_weight=weight))
+        rank = rank if s.ffn_rank is None else s.ffn_rank
+        attention = s.attention or attention
+        if s.expand:  # CoRe phase 2: the full model
+            rank, attention = 0, "softmax"
+        out.append(
+            replace(
+                s,
+                n_layers=depth,
+                objective=objective,
+                contrastive_weight=weight,
+                ffn_rank=rank,
+                attention=attention,
+            )
+        )
     return tuple(out)
 
 
