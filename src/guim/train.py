@@ -2,7 +2,8 @@
 optimisers from the config; `train_epoch` runs one epoch; `validate` scores it and keeps the
 best weights (`TrainState` is the early-stopping record); `finish` writes the run.
 
-Next-item (causal) or masked-item (Cloze) objective; full-softmax or sampled-InfoNCE loss plus
+Next-item (causal), masked-item (Cloze) or SAS (masked-item + replaced-item detection,
+`guim.sas`) objective; full-softmax or sampled-InfoNCE loss plus
 optional loss terms (the contrastive views), each a tensor added beside the main loss; training
 stages (`[[train.stages]]`) that grow the encoder, choose what trains or change the objective;
 atomic checkpoints and `--resume`, also across stage boundaries. Every epoch re-seeds its random
@@ -34,6 +35,7 @@ from guim.models import build_model
 from guim.models.tokens import ItemTables
 from guim.progress import console, make_progress
 from guim.sampling import NegativeSampler
+from guim.sas import DetectionHead, apply_replacements, detection_loss, sample_replacements
 from guim.trainer.distributed import init_distributed, resolve_device, shard, wrap
 from guim.trainer.optim import lr_scale, make_optimizers
 from guim.trainer.stages import resolve_stages, stage_of, stage_start
@@ -76,6 +78,10 @@ class Trainer:
     rank: int = 0  # this process's rank under torch.distributed (0 alone)
     world: int = 1  # processes training together
     wrapped: torch.nn.Module | None = None  # the model in DistributedDataParallel (world > 1)
+    # SAS: replacements stored by the previous epoch (read) and by this one (written), one
+    # item per training event (0 = none); see guim.sas
+    sas_previous: torch.Tensor | None = None
+    sas_current: torch.Tensor | None = None
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -152,6 +158,10 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
     causal = first.objective == "next"
     tables = item_tables(cfg, dataset, known)
     model = build_model(cfg.model, cfg.data, tables, causal, sparse)
+    if any(s.objective == "sas" for s in stages):
+        if world > 1:
+            raise UserError("train.objective = 'sas' is not supported under torch.distributed")
+        model.detector = DetectionHead(cfg.model.dim)  # trained, not saved with the run
     model.to(device)
     sampler = NegativeSampler(cfg.loss, popularity, known) if sparse else None
     t = Trainer(
@@ -190,6 +200,7 @@ def restore(t: Trainer, run_dir: Path) -> bool:
     assert restored is not None
     ckpt, t.best, extra = restored
     t.ema = extra.get("ema", t.ema)
+    t.sas_previous = extra.get("sas", {}).get("replacements")
     known = {f.name for f in fields(TrainState)}
     t.state = TrainState(**{k: v for k, v in ckpt.items() if k in known})
     if "next_epoch" not in ckpt:  # a checkpoint of an earlier guim
@@ -215,8 +226,16 @@ def step_loss(
         candidates, positive, log_q, allowed = cand.items, cand.positive, cand.log_q, cand.allowed
     view = contrastive_view(batch, cfg, generator) if contrastive_weight > 0 else None
     dev = t.device
+    sas = t.stages[t.state.stage].objective == "sas"
+    shown, replaced = batch, None
+    if sas:  # the previous epoch's replacements at unmasked positions
+        assert batch.masked is not None and batch.event_index is not None
+        items, replaced = apply_replacements(
+            batch.items, batch.masked, batch.event_index, t.sas_previous
+        )
+        shown = replace(batch, items=items)
     out = (t.model if t.wrapped is None else t.wrapped)(
-        batch.to(dev),
+        shown.to(dev),
         None if candidates is None else candidates.to(dev),
         None if view is None else view.to(dev),
     )
@@ -234,7 +253,33 @@ def step_loss(
     if view is not None:
         contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
         loss = loss + contrastive_weight * contrastive
+    if sas:
+        assert replaced is not None and batch.masked is not None
+        if t.sas_previous is not None and cfg.loss.detection_weight > 0:  # after the cold start
+            where = ((shown.items > 0) & ~batch.masked).to(dev)
+            logits = t.model.detector(out.states)  # (B, T)
+            detection = detection_loss(logits, replaced.to(dev), where)
+            loss = loss + cfg.loss.detection_weight * detection
+        _store_replacements(t, out, batch, generator)
     return loss
+
+
+@torch.no_grad()
+def _store_replacements(t: Trainer, out, batch: Batch, generator: torch.Generator) -> None:
+    """SAS: draw a replacement for every masked position from the model's masked-item softmax
+    and store it under the position's event, for the next epoch (t.sas_current)."""
+    if t.sas_current is None:
+        return
+    cfg, model = t.cfg, t.model
+    items = out.items if out.items.shape[0] == t.known.shape[0] else model.item_vectors()
+    scores = model.score(out.users.detach(), items.detach()) / cfg.loss.temperature  # (P, C)
+    hit = batch.targets > 0
+    drawn = sample_replacements(
+        scores, batch.targets[hit].to(scores.device), t.known, cfg.loss.sas_temperature,
+        cfg.loss.sas_no_hit, generator,
+    )  # fmt: skip
+    assert batch.event_index is not None
+    t.sas_current[batch.event_index[hit]] = drawn
 
 
 def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str, float]:
@@ -247,6 +292,8 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
     generator = torch.Generator().manual_seed(tr.seed * 7_919 + epoch)
     batches = make_batches(t.seqs, t.cfg.data, replace(tr, objective=stage.objective), rng)
     weight = float(stage.contrastive_weight)
+    if stage.objective == "sas":  # this epoch stores the next one's replacements
+        t.sas_current = torch.zeros(len(t.seqs.item_idx), dtype=torch.long)
     t.model.train()
     total, n_pred = 0.0, 0
     with make_progress(transient=True) as progress:
@@ -281,6 +328,8 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
         total, n_pred = float(sums[0]), int(sums[1])
     seconds = time.perf_counter() - t0
     t.state.train_seconds += seconds
+    if t.sas_current is not None:  # read by the next epoch, never by this one
+        t.sas_previous, t.sas_current = t.sas_current, None
     record = {
         "epoch": epoch,
         "loss": total / max(n_pred, 1),
@@ -321,7 +370,9 @@ def finish(t: Trainer, out_dir: Path, stop_reason: str, evaluate_test: bool) -> 
     model, cfg = t.model, t.cfg
     model.load_state_dict(t.best)
     write_json(out_dir / "config.json", cfg.to_dict())
-    save_weights(out_dir / "model.safetensors", model.state_dict())
+    # the run is the encoder and its item tokens; SAS's detection head only served training
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("detector.")}
+    save_weights(out_dir / "model.safetensors", weights)
     summary = {
         "dataset": t.dataset.name,
         "dataset_hash": t.dataset.hash,
@@ -446,8 +497,12 @@ def _loop(t: Trainer, out_dir: Path, show_progress: bool, evaluate_test: bool) -
         t.state.next_epoch = stage_start(t.stages, index + 1) if early else epoch + 1
         if t.rank == 0:
             append_log(out_dir, record)
-            extra = {"ema": t.ema} if t.ema is not None else None
-            save_checkpoint(out_dir, epoch, t.model, t.best, t.optimizers, asdict(t.state), extra)
+            extra = {"ema": t.ema} if t.ema is not None else {}
+            if t.sas_previous is not None:
+                extra["sas"] = {"replacements": t.sas_previous}
+            save_checkpoint(
+                out_dir, epoch, t.model, t.best, t.optimizers, asdict(t.state), extra or None
+            )
         if early and index == len(t.stages) - 1:
             stop_reason = f"early stop: no better valid {SELECTION_METRIC} in {tr.patience} epochs"
             break

@@ -1,5 +1,6 @@
 """Training batches: windows over the training sequences, grouped by length and collated into
-left-padded tensors (`Batch`), for the next-item (causal) or masked-item (Cloze) objective."""
+left-padded tensors (`Batch`), for the next-item (causal) or masked-item (Cloze) objective (SAS
+trains on masked-item batches)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ class Batch:
     timestamps: torch.Tensor  # (B, T)
     targets: torch.Tensor  # (B, T) item to predict at each position, 0 = none
     masked: torch.Tensor | None  # (B, T) bool, masked-item objective only
+    # (B, T) each position's event: its index into the training sequences' arrays (the user's
+    # row offset + the position in the history; -1 = padding). The SAS buffer's key.
+    event_index: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device` (no copy when it is already there)."""
@@ -115,11 +119,13 @@ def make_batches(
         items = np.zeros((b, t), dtype=np.int64)
         events = np.zeros((b, t), dtype=np.int64)
         times = np.zeros((b, t), dtype=np.int64)
+        index = np.full((b, t), -1, dtype=np.int64)
         for r, c in enumerate(chunk):
             s, k = starts[c], take[c]
             items[r, t - k :] = seqs.item_idx[s : s + k]
             events[r, t - k :] = seqs.event[s : s + k]
             times[r, t - k :] = seqs.timestamp[s : s + k]
+            index[r, t - k :] = np.arange(s, s + k)
         if next_item:
             targets = np.zeros_like(items[:, 1:])
             targets[:] = items[:, 1:]
@@ -134,10 +140,13 @@ def make_batches(
                     torch.from_numpy(times[:, :-1]),
                     torch.from_numpy(targets),
                     None,
+                    torch.from_numpy(index[:, :-1]),
                 )
             )
         else:
-            batches.append(mask_batch(items, events, times, train, rng))
+            batch = mask_batch(items, events, times, train, rng)
+            batch.event_index = torch.from_numpy(index)
+            batches.append(batch)
     return batches
 
 
