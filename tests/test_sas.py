@@ -132,3 +132,18 @@ def test_sas_run_trains_resumes_and_loads(small, tmp_path, monkeypatch):  # noqa
     resumed = train(cfg, small.path, tmp_path / "killed", resume=True, show_progress=False)
     wb = load_weights(resumed / "model.safetensors")
     assert all(torch.equal(weights[k], wb[k]) for k in weights)
+
+
+def test_sampled_loss_draws_from_the_whole_catalogue(small):  # noqa: F811
+    """Under the sampled loss the forward scores only the candidates; the replacements are
+    still drawn from every item seen in training (never padding, never the true item)."""
+    cfg = load_config(None, [*SAS, "loss.kind=sampled", "loss.n_negatives=7"])
+    t = build(cfg, small)
+    for epoch in range(2):
+        train_epoch(t, epoch, show_progress=False)
+    stored = t.sas_previous.nonzero().squeeze(1)
+    assert len(stored) > 0
+    drawn = t.sas_previous[stored]
+    assert t.known[drawn].all()
+    truth = torch.from_numpy(np.asarray(t.seqs.item_idx))
+    assert (drawn != truth[stored]).all()

@@ -32,6 +32,7 @@ from guim.io import read_json, write_json
 from guim.losses import interest_info_nce, view_info_nce
 from guim.metrics import metrics_from_ranks
 from guim.models import build_model
+from guim.models.guim import ModelOutput
 from guim.models.tokens import ItemTables
 from guim.progress import console, make_progress
 from guim.sampling import NegativeSampler
@@ -118,8 +119,8 @@ def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
         model.grow(stage.n_layers, stage.grow)
         t.cfg = replace(t.cfg, model=model.model_cfg)
     m = t.cfg.model
-    relaxed = stage.ffn_rank not in (None, m.ffn_rank) or stage.attention not in (None, m.attention)
-    if relaxed:  # CoRe: low-rank FFN multiplied out, attention switched
+    expand = stage.ffn_rank not in (None, m.ffn_rank) or stage.attention not in (None, m.attention)
+    if expand:  # CoRe: low-rank FFN multiplied out, attention switched
         model.relax(stage.ffn_rank, stage.attention)
         t.cfg = replace(t.cfg, model=model.model_cfg)
         grown = True
@@ -265,13 +266,15 @@ def step_loss(
 
 
 @torch.no_grad()
-def _store_replacements(t: Trainer, out, batch: Batch, generator: torch.Generator) -> None:
+def _store_replacements(
+    t: Trainer, out: ModelOutput, batch: Batch, generator: torch.Generator
+) -> None:
     """SAS: draw a replacement for every masked position from the model's masked-item softmax
     and store it under the position's event, for the next epoch (t.sas_current)."""
     if t.sas_current is None:
         return
     cfg, model = t.cfg, t.model
-    items = out.items if out.items.shape[0] == t.known.shape[0] else model.item_vectors()
+    items = out.items if t.sampler is None else model.item_vectors()  # (n_items + 1, D)
     scores = model.score(out.users.detach(), items.detach()) / cfg.loss.temperature  # (P, C)
     hit = batch.targets > 0
     drawn = sample_replacements(
