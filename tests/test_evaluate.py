@@ -90,3 +90,24 @@ def test_repeat_term_is_fitted_on_validation_and_only_acts_unmasked(shop: Datase
     # under the masked protocol every history item is removed: the term changes nothing
     masked = evaluate(wrapped, shop, "loo", "test", ks=(10,))
     assert masked == evaluate(base, shop, "loo", "test", ks=(10,))
+
+
+def test_eval_cli_names_a_broken_dataset_json_and_user_errors_are_one_line(shop: Dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from guim.cli import app
+    from guim.config import load_config
+    from guim.train import train
+
+    run = train(load_config("tiny", ["train.epochs=1"]), shop.path, tmp_path / "run")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["eval", str(run)])
+    assert ok.exit_code == 0, ok.output
+    assert "repeat targets:" in ok.output and "history masked" in ok.output
+    (run / "dataset.json").write_text("{not json")
+    bad = runner.invoke(app, ["eval", str(run)])
+    assert bad.exit_code == 2 and str(run / "dataset.json") in bad.output
+    assert "Traceback" not in bad.output
+    unknown = runner.invoke(app, ["baseline", "nosuch", "--dataset", str(shop.path)])
+    assert unknown.exit_code == 2 and "unknown baseline 'nosuch'" in unknown.output
+    assert "Traceback" not in unknown.output

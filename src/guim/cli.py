@@ -407,8 +407,12 @@ def eval_cmd(
     from guim.evaluate import evaluate
 
     r = load_run(run)
-    info = json.loads((run / "dataset.json").read_text())
-    ds = Dataset(dataset or info["path"])
+    try:
+        info = json.loads((run / "dataset.json").read_text())
+        recorded = (info["path"], info["hash"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{run / 'dataset.json'} is missing or unreadable ({e})") from None
+    ds = Dataset(dataset or recorded[0])
     if ds.hash != info["hash"]:
         console.print("[yellow]warning: this dataset differs from the one the run trained on[/]")
     res = evaluate(

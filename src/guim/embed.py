@@ -269,7 +269,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> GuimRun
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     cfg = config_from_json(run_dir / "config.json")
-    info = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").exists() else {}
+    info = {}
+    if (run_dir / "dataset.json").exists():
+        from guim.errors import CheckpointError
+
+        try:
+            info = read_json(run_dir / "dataset.json")
+        except ValueError as e:
+            raise CheckpointError(f"{run_dir / 'dataset.json'} is not valid JSON: {e}") from None
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{run_dir / 'dataset.json'} is not a JSON object")
     weights = load_weights(run_dir / "model.safetensors")
     sizes = info.get("model_sizes") or _legacy_sizes(weights)
     causal = cfg.train.objective == "next"

@@ -14,6 +14,7 @@ from guim.bench.run import DEFAULT_BASELINES, ModelSpec, bench, check_labels, pa
 from guim.data.loaders.merrec import load_merrec
 from guim.data.prepare import PrepareConfig, prepare
 from guim.data.synthetic import SynthConfig, synth
+from guim.errors import UserError
 from guim.io import read_json
 from guim.progress import console
 
@@ -78,7 +79,7 @@ def train_models(
         cfg = load_config(preset, [*overrides, f"train.seed={seed}", f"data.scheme={scheme}"])
         run_dir = out_dir / "runs" / f"{label}-{scheme}"
         if scheme in grouped.setdefault(label, {}):
-            raise ValueError(f"--train: {label!r} is trained twice on {scheme}")
+            raise UserError(f"--train: {label!r} is trained twice on {scheme}")
         if run_dir.exists():
             shutil.rmtree(run_dir)
         console.rule(f"[bold]training {label} ({preset}, {scheme})")

@@ -21,6 +21,7 @@ from guim.baselines.item2vec import Item2VecConfig, Item2VecEmbedder
 from guim.baselines.popularity import PopularityConfig, PopularityEmbedder
 from guim.baselines.random import RandomConfig, RandomEmbedder
 from guim.data.dataset import Dataset, Scheme
+from guim.errors import UserError
 from guim.io import read_json, write_json
 
 __all__ = [
@@ -62,7 +63,7 @@ def make_config(name: str, **overrides: Any) -> Any:
     known = {f.name for f in fields(entry.config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown {name} setting(s) {unknown}; known: {sorted(known)}")
+        raise UserError(f"unknown {name} setting(s) {unknown}; known: {sorted(known)}")
     return entry.config(**overrides)
 
 
@@ -112,5 +113,5 @@ def load(path: str | Path) -> Baseline:
 
 def _entry(name: str) -> _Entry:
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
+        raise UserError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
     return BASELINES[name]

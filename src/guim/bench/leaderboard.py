@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from guim.bench.report import KIND_ORDER, best_of, fmt
+from guim.errors import UserError
 from guim.io import atomic_file, read_json
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
@@ -41,7 +42,7 @@ def build_leaderboard(files: Sequence[str | Path]) -> str:
                         if res.get(key) is not None:
                             row[model] = res[key]
     if not rows:
-        raise ValueError("no results in the given bench files")
+        raise UserError("no results in the given bench files")
     models = sorted(kinds, key=lambda m: KIND_ORDER.get(kinds[m], 3))
     models = [m for m in models if any(m in r for r in rows.values())]
     lines = [
@@ -60,7 +61,7 @@ def update_readme(readme: str | Path, table: str) -> Path:
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"{readme} needs the markers {START} and {END} (in that order)")
+        raise UserError(f"{readme} needs the markers {START} and {END} (in that order)")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     with atomic_file(readme) as tmp:

@@ -22,6 +22,7 @@ from typing import Any
 from guim.bench.curves import CURVE_KEY, seconds_to_reach
 from guim.data.dataset import SCHEMES, Dataset
 from guim.embed import Embedder
+from guim.errors import UserError
 from guim.io import read_json
 from guim.progress import console, make_progress
 
@@ -51,7 +52,7 @@ class ModelSpec:
         for run_dir in map(Path, run_dirs):
             scheme = run_scheme(run_dir)
             if scheme in runs:
-                raise ValueError(
+                raise UserError(
                     f"model {label!r} has two {scheme} runs: {runs[scheme]} and {run_dir}"
                 )
             runs[scheme] = run_dir
@@ -71,9 +72,9 @@ def parse_train(text: str) -> tuple[str, str, str]:
     preset, _, scheme = rest.partition(":")
     scheme = scheme or "loo"
     if not preset:
-        raise ValueError(f"--train {text!r}: expected PRESET, PRESET:cold or LABEL=PRESET[:SCHEME]")
+        raise UserError(f"--train {text!r}: expected PRESET, PRESET:cold or LABEL=PRESET[:SCHEME]")
     if scheme not in SCHEMES:
-        raise ValueError(f"--train {text!r}: scheme must be one of {SCHEMES}, not {scheme!r}")
+        raise UserError(f"--train {text!r}: scheme must be one of {SCHEMES}, not {scheme!r}")
     return (label or f"guim-{Path(preset).stem}").lower(), preset, scheme
 
 
@@ -181,7 +182,7 @@ def check_labels(
         | ({label for label, _ in pairs} & reserved)
     )
     if clash:
-        raise ValueError(
+        raise UserError(
             f"model labels must be unique per split scheme and differ from baselines/peers: {clash}"
         )
 
@@ -276,7 +277,7 @@ def select_tasks(
     if names:
         missing = [t for t in names if t not in available]
         if missing:
-            raise ValueError(f"unknown task(s) {missing}; available: {list(available)}")
+            raise UserError(f"unknown task(s) {missing}; available: {list(available)}")
         available = {t: available[t] for t in names}
     skipped: dict[str, str] = {} if names else dict(import_errors)
     info: dict[str, Any] = {}
@@ -351,10 +352,10 @@ def bench(
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     dataset = Dataset(dataset_dir)
     if split not in ("valid", "test"):
-        raise ValueError(f"--split must be valid or test, not {split!r}")
+        raise UserError(f"--split must be valid or test, not {split!r}")
     unknown = [b for b in baselines if b not in BASELINE_SPECS]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; expected some of {list(BASELINE_SPECS)}")
+        raise UserError(f"unknown baseline(s) {unknown}; expected some of {list(BASELINE_SPECS)}")
 
     selected, task_info, skipped = select_tasks(dataset, tasks, split)
     schemes = sorted({t.scheme for t in selected}, key=SCHEMES.index)
@@ -372,7 +373,7 @@ def bench(
         for scheme, run_dir in spec.runs.items():
             info = run_dir / "dataset.json"
             if info.exists() and read_json(info)["hash"] != dataset.hash:
-                raise ValueError(f"{run_dir} was trained on another dataset than {dataset_dir}")
+                raise UserError(f"{run_dir} was trained on another dataset than {dataset_dir}")
             embedders[spec.label][scheme] = run_dir
 
     peer_runs, peer_failed = run_peers(peers, dataset_dir, out_dir, peer_minutes, seed)
