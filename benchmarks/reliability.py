@@ -855,6 +855,57 @@ print("pwned" if marker.exists() else "clean")
     )
 
 
+def train_kills(tally: Tally, root: Path) -> None:
+    """kill -9 of `guim train` placed exactly in each phase of an epoch (the wraps of
+    tests/test_train_drills.py), then `guim train --resume`: the final weights must equal an
+    uninterrupted run's, and nothing temporary may be left."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_train import s3rec_dataset
+    from test_train_drills import EPOCH_TRACKER, KILL_EPOCH, OVERRIDES, WRAPS
+
+    from guim.checkpoint import load_weights
+
+    ds = s3rec_dataset(root, n_users=200, n_items=40, length=20)
+    sets = [x for o in OVERRIDES for x in ("--set", o)]
+    ref = root / "straight"
+    guim("train", "--dataset", ds.path, "--out", ref, *sets)
+    reference = load_weights(ref / "model.safetensors")
+    for phase, wrap in WRAPS.items():
+        out = root / f"killed-{phase}"
+        code = "\n".join(
+            [
+                "import os, signal, sys",
+                f"KILL_EPOCH = {KILL_EPOCH}",
+                EPOCH_TRACKER,
+                wrap,
+                "from guim.cli import app",
+                "sys.argv = ['guim', 'train', '--dataset', sys.argv[1], '--out', sys.argv[2], "
+                "*sys.argv[3:]]",
+                "app()",
+            ]
+        )
+        killed = subprocess.run(
+            [sys.executable, "-c", code, str(ds.path), str(out), *sets],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+        code_, text = guim("train", "--dataset", ds.path, "--out", out, "--resume", *sets)
+        weights = out / "model.safetensors"
+        same = weights.exists() and all(
+            torch.equal(reference[k], v) for k, v in load_weights(weights).items()
+        )
+        tally.case(
+            "train_kills",
+            phase,
+            tracebacks="Traceback" in text,
+            data_loss=killed.returncode != -9 or code_ != 0 or not same,
+            leftovers=len([p for p in out.rglob("*") if p.name.endswith(".tmp")]),
+        )
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 
@@ -868,6 +919,7 @@ DRILLS: dict[str, Callable] = {
     "kills": kills,
     "disk_full": disk_full,
     "pickle": planted_pickle,
+    "train_kills": train_kills,
 }
 
 
