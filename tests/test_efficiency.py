@@ -55,7 +55,9 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     keys = {"NDCG@10", "valid_NDCG@10", "train_seconds", "seconds_to_quality", "speedup"}
     assert all(set(r) == keys for r in results.values())
     ref = results["transformer"]
-    assert ref["speedup"] == 1.0 and ref["seconds_to_quality"] <= ref["train_seconds"] + 1e-3
+    assert ref["speedup"] == 1.0
+    # metrics.json rounds train_seconds to 2 decimals, the curve to 3
+    assert ref["seconds_to_quality"] <= ref["train_seconds"] + 0.01
     for r in results.values():
         if r["seconds_to_quality"] is None:
             assert r["speedup"] is None
