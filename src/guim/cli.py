@@ -585,6 +585,9 @@ def export_cmd(
         Path | None, typer.Option("--dataset", "-d", help="Dataset (default: the run's).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    onnx: Annotated[
+        bool, typer.Option(help="Export the user encoder for ONNX Runtime too (guim[export]).")
+    ] = False,
 ) -> None:
     """Export item and user vectors (Parquet), a FAISS index with its measured recall@10 and
     latency, and the model files `guim serve` needs."""
@@ -602,7 +605,7 @@ def export_cmd(
         nlist=nlist,
         nprobe=nprobe,
     )
-    path = export(run, out, cfg, dataset_dir=dataset, overwrite=overwrite)
+    path = export(run, out, cfg, dataset_dir=dataset, overwrite=overwrite, onnx=onnx)
     manifest = json.loads((path / "manifest.json").read_text())
     ix = manifest["index"]
     console.print(
@@ -632,6 +635,9 @@ def serve(
         float, typer.Option(help="Allowed drop of the gate NDCG@10 for a model swap.")
     ] = 0.0,
     torch_threads: Annotated[int, typer.Option(help="torch threads per worker.")] = 1,
+    backend: Annotated[
+        str, typer.Option(help="torch, or onnx (the ONNX Runtime user encoder, guim[export]).")
+    ] = "torch",
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn); learns from posted events."""
     import os
@@ -645,6 +651,7 @@ def serve(
         "GUIM_SERVE_STORE": store,
         "GUIM_SERVE_GATE_TOLERANCE": str(gate_tolerance),
         "GUIM_SERVE_TORCH_THREADS": str(torch_threads),
+        "GUIM_SERVE_BACKEND": backend,
     }
     if admin_token:
         env["GUIM_SERVE_ADMIN_TOKEN"] = admin_token

@@ -11,7 +11,8 @@ Layout of an export directory:
     users.parquet   user_id str, user_idx i32, vectors fixed_size_list<fixed_size_list<f32>[D]>[K],
                     history_item_idx list<i32>, history_event list<i8>, history_timestamp list<i64>
     items.faiss     the index; label j is item row j + 1 of items.parquet's vectors
-    model/          config.json, model.safetensors, vocab/ (a run directory `load_run` reads)
+    model/          config.json, model.safetensors, vocab/ (a run directory `load_run` reads),
+                    user_encoder.onnx with --onnx (the user encoder for ONNX Runtime, `guim.onnx`)
 
 All vectors come from `guim.embed` (`embed_items`, `embed_users`): the one inference path.
 """
@@ -170,8 +171,10 @@ def export(
     dataset_dir: str | Path | None = None,
     n_queries: int = 1000,
     overwrite: bool = False,
+    onnx: bool = False,
 ) -> Path:
-    """Write an export directory (see module docstring) for a trained run; returns its path."""
+    """Write an export directory (see module docstring) for a trained run; returns its path.
+    With `onnx`, the user encoder is exported too (model/user_encoder.onnx, `guim.onnx`)."""
     run_dir = Path(run_dir)
     index = index or IndexConfig()
     run = load_run(run_dir)
@@ -197,6 +200,12 @@ def export(
         faiss_index = build_index(items[1:], index)
         save_index(faiss_index, tmp / "items.faiss")
         quality = measure(faiss_index, items[1:], queries, k=10)
+        onnx_file = None
+        if onnx:
+            from guim.onnx import ONNX_FILE, export_run
+
+            export_run(run, model_dir / ONNX_FILE)
+            onnx_file = f"model/{ONNX_FILE}"
         cfg = run.cfg
         manifest = {
             "format": "guim-export/1",
@@ -220,7 +229,7 @@ def export(
                 **quality,
                 "queries": "user vectors" if dataset is not None else "item vectors",
             },
-            "onnx_user_encoder": None,
+            "onnx_user_encoder": onnx_file,
         }
         write_json(tmp / "manifest.json", manifest)
     return Path(out_dir)

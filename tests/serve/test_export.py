@@ -80,3 +80,23 @@ def test_cli_export(good_run, tmp_path):
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["index"]["kind"] == "ivf"
     res = CliRunner().invoke(app, ["export", str(good_run), "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and "already exists" in res.output
+
+
+def test_onnx_user_encoder_exported_and_served(good_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX encoder needs guim[export]")
+    from guim.serve.model import load_model
+
+    out = export(good_run, tmp_path / "exp", onnx=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx_user_encoder"] == "model/user_encoder.onnx"
+    assert (out / manifest["onnx_user_encoder"]).exists()
+    torch_model, onnx_model = load_model(out), load_model(out, backend="onnx")
+    assert onnx_model.describe()["backend"] == "onnx"
+    users = list(torch_model.base_users)[:20]
+    histories = [torch_model.base_history(u) for u in users]
+    a, b = torch_model.user_vectors(histories), onnx_model.user_vectors(histories)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    for h, ua, ub in zip(histories, a, b, strict=True):
+        seen = set(h[0])
+        ra, rb = torch_model.retrieve(ua, 10, seen, set()), onnx_model.retrieve(ub, 10, seen, set())
+        assert ra.item_ids[:5] == rb.item_ids[:5]

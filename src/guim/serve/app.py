@@ -433,7 +433,7 @@ def _evaluate_candidate(svc: Service, cand_id: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     try:
         live = svc.model
-        candidate = load_model(cand.source)
+        candidate = load_model(cand.source, backend=svc.settings.backend)
         if len(candidate.item_ids) != len(live.item_ids) or any(
             a != b for a, b in zip(candidate.item_ids[1:], live.item_ids[1:], strict=True)
         ):
@@ -517,7 +517,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         index = None
         if settings.ef_search or settings.nprobe:
             index = IndexConfig(ef_search=settings.ef_search or 128, nprobe=settings.nprobe or 32)
-        model = load_model(settings.source, index)
+        model = load_model(settings.source, index, settings.backend)
         store = open_store(settings.store_url())
         batcher = UserBatcher(settings.batch_users) if settings.batch_users else None
         service = Service(settings=settings, store=store, model=model, batcher=batcher)

@@ -60,6 +60,7 @@ class ServedModel:
         manifest: dict,
     ) -> None:
         self.run = run
+        self.embedder = run  # what embeds histories: the run, or its ONNX Runtime encoder
         self.source = source
         self.version = version
         self.items = items  # (n_items + 1, D), row 0 padding
@@ -102,7 +103,7 @@ class ServedModel:
         cut = [
             (i[-self.max_len :], e[-self.max_len :], t[-self.max_len :]) for i, e, t in histories
         ]
-        return self.run.embed_users(self.to_sequences(cut))
+        return self.embedder.embed_users(self.to_sequences(cut))
 
     # -- retrieval ------------------------------------------------------------------------------
     def retrieve(
@@ -205,7 +206,7 @@ class ServedModel:
         gate cases ((item_idx, event, timestamp) history, target item_idx)."""
         hist = self.to_sequences([h for h, _ in cases])
         ranks = rank_cases(
-            self.run,
+            self.embedder,
             EvalCases(
                 history=hist,
                 target=np.array([t for _, t in cases], dtype=np.int32),
@@ -222,6 +223,7 @@ class ServedModel:
             "n_items": int(self.items.shape[0] - 1),
             "n_runtime_items": len(self.extras.ids),
             "index": index_kind(self.index),
+            "backend": "onnx" if self.embedder is not self.run else "torch",
             "index_recall@10": self.manifest.get("index", {}).get("recall@10"),
         }
 
@@ -231,10 +233,23 @@ def event_or_default(name: str | None) -> int:
     return code if code is not None else 1
 
 
-def load_model(source: str | Path, index: IndexConfig | None = None) -> ServedModel:
+def load_model(
+    source: str | Path, index: IndexConfig | None = None, backend: str = "torch"
+) -> ServedModel:
     """A ServedModel from an export directory (vectors and index read back) or a run directory
-    (vectors embedded and an index built in memory)."""
-    source = Path(source)
+    (vectors embedded and an index built in memory). `backend="onnx"` embeds histories with the
+    ONNX Runtime user encoder (`guim.onnx`; exported into the model directory when missing)."""
+    model = _load_model(Path(source), index)
+    if backend == "onnx":
+        from guim.onnx import OnnxRun
+
+        model.embedder = OnnxRun(model.run, threads=1)
+    elif backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; expected torch or onnx")
+    return model
+
+
+def _load_model(source: Path, index: IndexConfig | None) -> ServedModel:
     if is_export(source):
         import json
 

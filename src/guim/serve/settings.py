@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,9 @@ class ServeSettings(BaseSettings):
     ef_search: int | None = Field(None, ge=1)
     nprobe: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=0, description="0 = torch's default.")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="What embeds histories: PyTorch, or the ONNX user encoder."
+    )
     batch_users: int = Field(
         64, ge=0, description="Concurrent histories embedded in one forward pass (0 = off)."
     )
