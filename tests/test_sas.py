@@ -155,3 +155,13 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     from test_core import kill_and_resume
 
     kill_and_resume(tmp_path, [*SAS[:-1], "train.epochs=5"], 2)
+
+
+def test_detection_head_trains_in_a_top_n_stage(small):  # noqa: F811
+    from guim.train import enter_stage
+
+    stages = "train.stages=[{epochs=1}, {epochs=1, n_layers=2, trainable='top:1'}]"
+    t = build(load_config(None, [*SAS[:-1], stages]), small)
+    enter_stage(t, 1, restore_best=False)
+    assert all(p.requires_grad for p in t.model.detector.parameters())
+    assert not any(p.requires_grad for p in t.model.layers()[0].parameters())

@@ -126,6 +126,8 @@ def enter_stage(t: Trainer, index: int, restore_best: bool) -> bool:
         grown = True
     model.causal = stage.objective == "next"
     model.set_trainable(stage.trainable)
+    if hasattr(model, "detector"):  # SAS's detection head trains like the interest head
+        model.detector.requires_grad_(True)
     t.optimizers = make_optimizers(model, t.cfg)
     t.state.stage = index
     return grown
