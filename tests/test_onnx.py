@@ -70,6 +70,7 @@ def test_parity_with_pytorch_on_random_histories(exported):
     top_torch, _ = run.recommend(histories, k=5)
     top_onnx, _ = onnx_run.recommend(histories, k=5)
     assert (top_torch == top_onnx).mean() > 0.95  # near-ties may swap at 1e-7
+    assert (onnx_run.item_ids(top_onnx) == run.item_ids(top_onnx)).all()  # raw ids at the edge
 
 
 def test_graph_has_static_shapes_but_the_batch_and_a_token_table(exported):

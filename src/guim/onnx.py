@@ -249,6 +249,14 @@ class OnnxRun:
     def scorer(self) -> Scorer:
         return self.run.scorer
 
+    def item_index(self, item_ids: list[str]) -> np.ndarray:
+        """Raw item ids -> item_idx (as `GuimRun.item_index`)."""
+        return self.run.item_index(item_ids)
+
+    def item_ids(self, item_idx: np.ndarray) -> np.ndarray:
+        """item_idx -> raw item ids (as `GuimRun.item_ids`)."""
+        return self.run.item_ids(item_idx)
+
     def recommend(
         self,
         histories: Sequences | list[list[int]],
