@@ -111,3 +111,14 @@ def test_eval_cli_names_a_broken_dataset_json_and_user_errors_are_one_line(shop:
     unknown = runner.invoke(app, ["baseline", "nosuch", "--dataset", str(shop.path)])
     assert unknown.exit_code == 2 and "unknown baseline 'nosuch'" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_a_negative_repeat_term_demotes_history_items():
+    from guim.scoring import rank_targets
+
+    # items scored 5, 4, 3 (item 1 best); history [1]; target 2 (new): a term of -1.5 puts the
+    # history item below the target
+    items = np.array([[0.0], [5.0], [4.0], [3.0]])
+    users, target, history = np.ones((1, 1)), np.array([2]), (np.array([0, 1]), np.array([1]))
+    assert rank_targets(users, items, target).tolist() == [1]
+    assert rank_targets(users, items, target, seen=history, seen_bonus=-1.5).tolist() == [0]

@@ -73,8 +73,9 @@ def repeat_share(cases: EvalCases) -> float:
 
 class RepeatAware:
     """An embedder plus a repeat-aware score term for the unmasked protocol: `bonus` is added to
-    the score of every item already in the user's history (how much more likely a repeat is
-    than a new item of the same score). Embeddings are the wrapped embedder's, unchanged."""
+    the score of every item already in the user's history (positive: a repeat is likelier than
+    a new item of the same score; negative: less likely). Embeddings are the wrapped
+    embedder's, unchanged."""
 
     def __init__(self, embedder: Embedder, bonus: float) -> None:
         self.embedder = embedder
@@ -89,8 +90,10 @@ class RepeatAware:
         return self.embedder.embed_items()
 
 
-# multiples of the spread (standard deviation) of a model's scores tried as the repeat term
-REPEAT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 1000.0)
+# multiples of the spread (standard deviation) of a model's scores tried as the repeat term:
+# positive where repeats are likelier than their scores say, negative where a model ranks the
+# history too high (-inf would be the masked protocol, which misses every repeat)
+REPEAT_GRID = (-8.0, -4.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 1000.0)
 
 
 def fit_repeat_bonus(
@@ -103,7 +106,8 @@ def fit_repeat_bonus(
     """The repeat term, in score units, that maximises validation `metric` with nothing masked:
     (bonus, {bonus: metric}). The grid is in multiples of the spread of the embedder's scores
     (std over a sample of validation users and every item), so one grid serves every model; 0
-    keeps the plain scores, the largest puts every history item first."""
+    keeps the plain scores, the largest puts every history item first, negative terms demote
+    the history."""
     cases = dataset.eval_cases(scheme, "valid")
     users = embedder.embed_users(cases.history)
     items = embedder.embed_items()
@@ -124,5 +128,5 @@ def fit_repeat_bonus(
             seen_bonus=bonus,
         )
         curve[bonus] = metrics_from_ranks(ranks, ks=(10,))[metric]
-    best = max(curve, key=lambda b: (curve[b], -b))  # ties: the smaller term
+    best = max(curve, key=lambda b: (curve[b], -abs(b)))  # ties: the smaller term
     return best, curve

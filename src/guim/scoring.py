@@ -9,7 +9,8 @@ History, two honest protocols and nothing in between:
 - `mask_history=False` (RecBole's protocol): nothing is removed; the right choice when a shop
   wants repeat consumption predicted.
 Under `mask_history=False` a model may add a repeat-aware term: `seen_bonus` is added to the
-score of every item of the case's history (one value per model, chosen on validation data).
+score of every item of the case's history (one value per model, chosen on validation data;
+positive or negative).
 
 Scores are computed in float32 in item chunks of `chunk_size` for batches of `batch_size`
 users, so memory stays bounded for catalogues of millions of items; `guim.metrics` documents
