@@ -17,7 +17,7 @@ from typing import Any
 from guim.io import atomic_file, read_json
 
 LOWER_IS_BETTER = ("MSE", "RMSE", "MAE", "loss", "mean_rank", "median_rank")
-NOT_SCORES = ("rate",)
+NOT_SCORES = ("rate", "repeat_share")  # describe the data: base rates, share of repeat targets
 GUIM_COLOURS = ("#2563eb", "#7c3aed", "#0891b2", "#4338ca")
 PEER_COLOURS = ("#ea580c", "#e11d48", "#ca8a04", "#c026d3")
 BASELINE_COLOURS = {
