@@ -311,3 +311,20 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # the page drew something: neither blank nor one flat colour
     assert pixels[..., :3].std() > 0.05
     assert len(np.unique(pixels[..., :3].reshape(-1, 3).round(2), axis=0)) > 50
+
+
+def test_repeat_share_is_shown_next_to_the_task_not_scored(tmp_path):
+    doc = json.loads(json.dumps(BENCH))
+    (results,) = doc["results"].values()
+    for res in results.values():
+        if "next_item/NDCG@10" in res:
+            res["next_item/repeat_share"] = 0.25
+    doc["tasks"]["next_item"]["protocol"] = "history masked"
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    md, html = write_report(path, tmp_path)
+    text = md.read_text()
+    assert "history masked, 25.0% of targets repeat a history item" in text
+    section = text.split("### next_item", 1)[1].split("\n### ", 1)[0]
+    assert "repeat_share" not in section  # a property of the data, not a score column
+    assert "repeat targets <b>25.0%</b>" in html.read_text()

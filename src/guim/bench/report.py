@@ -215,6 +215,13 @@ class ReportData:
                 return int(res[f"{task}/n_cases"])
         return None
 
+    def repeat_share(self, task: str) -> float | None:
+        """Share of the task's targets that repeat a history item (misses under masking)."""
+        for res in self.results.values():
+            if res.get(f"{task}/repeat_share") is not None:
+                return float(res[f"{task}/repeat_share"])
+        return None
+
     def curve_rows(self) -> list[list[Any]]:
         """model, epochs, train time, best valid NDCG@10, epoch of best, cap."""
         rows = []

@@ -71,6 +71,11 @@ def render_markdown(r: ReportData, images: dict[str, str]) -> str:
             "",
             f"Scheme `{info.get('scheme')}`, split `{info.get('split')}`"
             + (f", {info['protocol']}" if info.get("protocol") else "")
+            + (
+                f", {r.repeat_share(task):.1%} of targets repeat a history item"
+                if r.repeat_share(task) is not None
+                else ""
+            )
             + (f", {fmt(n)} cases." if n is not None else "."),
             "",
             _md_scored(metrics, trows, tbest, "model")
@@ -313,6 +318,11 @@ def render_html(r: ReportData, images: dict[str, str]) -> str:
             for k, v in (
                 ("primary", info["primary_metric"]),
                 *((("protocol", info["protocol"]),) if info.get("protocol") else ()),
+                *(
+                    (("repeat targets", f"{r.repeat_share(task):.1%}"),)
+                    if r.repeat_share(task) is not None
+                    else ()
+                ),
                 ("scheme", info.get("scheme")),
                 ("split", info.get("split")),
                 *((("cases", fmt(n)),) if n is not None else ()),
