@@ -115,3 +115,15 @@ def test_export_is_reused_and_max_len_is_checked(exported, tmp_path):
         OnnxUserEncoder(path, max_len=run.cfg.data.max_len + 1)
     empty = random_histories(0, 5, 10)
     assert onnx_run.embed_users(empty).shape == (0, run.cfg.model.n_interests, run.cfg.model.dim)
+
+
+def test_load_run_with_the_onnx_backend(exported):
+    run, _ = exported
+    onnx_run = load_run(run.run_dir, backend="onnx", threads=1)
+    assert isinstance(onnx_run, OnnxRun)
+    histories = random_histories(6, run.cfg.data.max_len, 50, seed=2)
+    diff = np.abs(onnx_run.embed_users(histories) - run.embed_users(histories)).max()
+    assert diff <= TOLERANCE
+    np.testing.assert_array_equal(onnx_run.embed_items(), run.embed_items())
+    with pytest.raises(ValueError, match="backend"):
+        load_run(run.run_dir, backend="tensorflow")  # type: ignore[arg-type]

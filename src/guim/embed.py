@@ -10,7 +10,7 @@ max over K of dot products unless the embedder says otherwise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -255,9 +255,18 @@ def history_defaults(seqs: Sequences) -> dict[str, int]:
     return {"event": int(codes.argmax()) if codes.any() else 1, "gap_seconds": max(gap, 0)}
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> GuimRun:
+def load_run(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    backend: Literal["torch", "onnx"] = "torch",
+    threads: int = 0,
+) -> GuimRun:
     """Rebuild a trained model of any kind from its run directory alone: config.json (the
-    architecture), dataset.json (the sizes) and model.safetensors (the weights)."""
+    architecture), dataset.json (the sizes) and model.safetensors (the weights).
+
+    `backend="onnx"` embeds users with ONNX Runtime (`guim.onnx.OnnxRun`: the user encoder is
+    exported to run_dir/user_encoder.onnx when missing or stale; `threads` for its sessions);
+    items, scoring and raw ids stay the run's."""
     from guim.checkpoint import load_weights
     from guim.config import config_from_json
     from guim.io import read_json
@@ -287,7 +296,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> GuimRun
     model = build_model(cfg.model, cfg.data, ItemTables.placeholder(sizes), causal)
     model.load_state_dict(weights)
     model.to(device).eval()
-    return GuimRun(model, cfg, run_dir, history_defaults=info.get("history_defaults"))
+    run = GuimRun(model, cfg, run_dir, history_defaults=info.get("history_defaults"))
+    if backend == "onnx":
+        from guim.onnx import OnnxRun
+
+        return OnnxRun(run, threads=threads)  # type: ignore[return-value]
+    if backend != "torch":
+        from guim.errors import UserError
+
+        raise UserError(f"backend must be 'torch' or 'onnx', not {backend!r}")
+    return run
 
 
 def _legacy_sizes(weights: dict[str, torch.Tensor]) -> dict[str, int]:
