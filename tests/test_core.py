@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 from test_engine import small  # noqa: F401  (module fixture)
-from test_train import TINY
+from test_train import TINY, kill_and_resume
 
 from guim.checkpoint import load_weights
 from guim.config import ConfigError, load_config
@@ -155,46 +155,6 @@ def test_core_config_checks():
         )
     with pytest.raises(ConfigError, match="transformer"):
         load_config(None, [*TINY, "model.encoder=sru", "model.ffn_rank=4"])
-
-
-def kill_and_resume(tmp_path, overrides: list[str], kill_after_epoch: int) -> None:
-    """kill -9 of a real `guim train` once the checkpoint of `kill_after_epoch` (0-based) is
-    published; --resume must give the uninterrupted run's weights and losses bit for bit."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from test_train import s3rec_dataset
-
-    ds = s3rec_dataset(tmp_path, n_users=300, n_items=60, length=30)
-    straight = train(load_config(None, overrides), ds.path, tmp_path / "straight",
-                     show_progress=False, evaluate_test=False)  # fmt: skip
-    killed = tmp_path / "killed"
-    guim = [sys.executable, "-c", "from guim.cli import app; app()"]
-    args = ["train", "--dataset", str(ds.path), "--out", str(killed)]
-    for text in overrides:
-        args += ["--set", text]
-    proc = subprocess.Popen([*guim, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["epoch"] >= kill_after_epoch:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model.safetensors").exists()
-    done = subprocess.run([*guim, *args, "--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    wa = load_weights(straight / "model.safetensors")
-    wb = load_weights(killed / "model.safetensors")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    log_a = [json.loads(x)["loss"] for x in (straight / "train_log.jsonl").read_text().splitlines()]
-    log_b = [json.loads(x)["loss"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
-    assert log_a == log_b
 
 
 @pytest.mark.slow  # starts and kills a real training process

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import TINY, s3rec_dataset
+from test_train import TINY, kill_and_resume, s3rec_dataset
 
 from guim.checkpoint import load_weights
 from guim.config import load_config
@@ -176,39 +176,7 @@ def test_frozen_layers_do_not_change_in_a_top_n_stage(small, tmp_path):
 def test_resume_after_kill_in_the_second_stage(small, tmp_path):
     """kill -9 of a real `guim train` during stage 2 -> --resume gives the weights of the
     uninterrupted run (the stage's architecture, trainable set and optimisers rebuilt)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    ds = s3rec_dataset(tmp_path, n_users=300, n_items=60, length=30)
-    straight = train(load_config(None, STAGES), ds.path, tmp_path / "straight",
-                     show_progress=False, evaluate_test=False)  # fmt: skip
-    killed = tmp_path / "killed"
-    guim = [sys.executable, "-c", "from guim.cli import app; app()"]
-    args = ["train", "--dataset", str(ds.path), "--out", str(killed)]
-    for text in STAGES:
-        args += ["--set", text]
-    proc = subprocess.Popen([*guim, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 2:  # in stage 2
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model.safetensors").exists()
-    done = subprocess.run([*guim, *args, "--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    wa = load_weights(straight / "model.safetensors")
-    wb = load_weights(killed / "model.safetensors")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    log_a = [json.loads(x)["loss"] for x in (straight / "train_log.jsonl").read_text().splitlines()]
-    log_b = [json.loads(x)["loss"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
-    assert log_a == log_b and len(log_a) == 6
+    assert len(kill_and_resume(tmp_path, STAGES, 2)) == 6  # killed in stage 2
 
 
 # ---- start-up checks (issue 11, defects 3 and 4) --------------------------------------------

@@ -152,7 +152,7 @@ def test_sampled_loss_draws_from_the_whole_catalogue(small):  # noqa: F811
 @pytest.mark.slow  # starts and kills a real training process
 def test_kill_9_mid_run_then_resume(tmp_path):
     """The stored replacements travel with the checkpoint: the resumed run reads the same."""
-    from test_core import kill_and_resume
+    from test_train import kill_and_resume
 
     kill_and_resume(tmp_path, [*SAS[:-1], "train.epochs=5"], 2)
 

@@ -52,6 +52,39 @@ def s3rec_dataset(tmp: Path, n_users: int, n_items: int, length: int, seed: int 
     return Dataset(prepare(load_s3rec(tmp / "Toy.txt"), tmp / "ds", show_progress=False))
 
 
+def kill_and_resume(tmp_path, overrides: list[str], kill_after_epoch: int) -> list[float]:
+    """kill -9 of a real `guim train` once the checkpoint of `kill_after_epoch` (0-based) is
+    published; --resume must give the uninterrupted run's weights and losses bit for bit. Returns the loss log."""
+    ds = s3rec_dataset(tmp_path, n_users=300, n_items=60, length=30)
+    straight = train(load_config(None, overrides), ds.path, tmp_path / "straight",
+                     show_progress=False, evaluate_test=False)  # fmt: skip
+    killed = tmp_path / "killed"
+    guim = [sys.executable, "-c", "from guim.cli import app; app()"]
+    args = ["train", "--dataset", str(ds.path), "--out", str(killed)]
+    for text in overrides:
+        args += ["--set", text]
+    proc = subprocess.Popen([*guim, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= kill_after_epoch:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+    done = subprocess.run([*guim, *args, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    wa = load_weights(straight / "model.safetensors")
+    wb = load_weights(killed / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    log_a = [json.loads(x)["loss"] for x in (straight / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x)["loss"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert log_a == log_b
+    return log_a
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Dataset:
     return s3rec_dataset(tmp_path_factory.mktemp("toy"), n_users=50, n_items=30, length=9)
