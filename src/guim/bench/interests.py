@@ -20,17 +20,6 @@ import torch
 from guim.scoring import Scorer, max_dot, top_k
 
 
-def _top_n(
-    users: torch.Tensor,
-    items: torch.Tensor,
-    seen: tuple[np.ndarray, np.ndarray],
-    n: int,
-    scorer: Scorer,
-) -> np.ndarray:
-    """(B, n) top item indices per user (padding and history excluded)."""
-    return top_k(users, items, n, seen=seen, scorer=scorer)[0]
-
-
 def interest_recovery(
     user_vecs: np.ndarray,
     item_vecs: np.ndarray,
@@ -59,9 +48,9 @@ def interest_recovery(
         b1 = min(b0 + batch_size, len(users))
         sub_offsets = offsets[b0 : b1 + 1] - offsets[b0]
         sub_seen = (sub_offsets, flat[offsets[b0] : offsets[b1]])
-        merged = _top_n(users[b0:b1], items, sub_seen, n, scorer)  # (B, n)
+        merged = top_k(users[b0:b1], items, n, seen=sub_seen, scorer=scorer)[0]  # (B, n)
         per_vector = [
-            _top_n(users[b0:b1, k : k + 1], items, sub_seen, n, scorer)
+            top_k(users[b0:b1, k : k + 1], items, n, seen=sub_seen, scorer=scorer)[0]
             for k in range(users.shape[1])
         ]
         for i in range(b1 - b0):
