@@ -166,6 +166,59 @@ class GuimRun:
         self.model.train(was_training)
         return out
 
+    def embed_new_items(
+        self, attributes: list[list[str]], titles: list[str | None] | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Vectors of items the run never saw, from their attributes ("field=value", as in the
+        run's vocab/attributes.parquet) and titles: the item tokens of `embed_items` with the id
+        embedding off, exactly as it embeds a catalogue item unseen in training.
+
+        Returns (M, D) float32 vectors and, per item, the attributes the run does not know
+        (left out of its vector)."""
+        from guim.models.tokens import ItemTokens
+
+        tokens = getattr(self.model, "tokens", None)
+        if not isinstance(tokens, ItemTokens):
+            raise ValueError(f"{type(self.model).__name__} has no item tokens to embed items with")
+        titles = titles if titles is not None else [None] * len(attributes)
+        if len(titles) != len(attributes):
+            raise ValueError(f"{len(attributes)} attribute lists but {len(titles)} titles")
+        vocab = self.attribute_vocab()
+        known = [[vocab[a] for a in attrs if a in vocab] for attrs in attributes]
+        unknown = [[a for a in attrs if a not in vocab] for attrs in attributes]
+        device = tokens.known.device
+        with torch.inference_mode():
+            vec = torch.zeros(len(attributes), tokens.dim, device=device)  # (M, D)
+            if tokens.use_attributes:
+                flat = torch.tensor([a for ids in known for a in ids], dtype=torch.int64)
+                offsets = torch.tensor(np.cumsum([0, *map(len, known[:-1])]), dtype=torch.int64)
+                vec = vec + tokens.attr_emb(flat.to(device), offsets.to(device))  # empty bag: 0
+            with_title = [j for j, t in enumerate(titles) if t and t.strip()]
+            if tokens.use_text and with_title:
+                from guim.text import encode_texts
+
+                text = encode_texts([titles[j] for j in with_title], self.cfg.data.text_model)
+                rows = torch.tensor(with_title, dtype=torch.int64, device=device)
+                vec[rows] = vec[rows] + tokens.text_proj(torch.from_numpy(text).to(device))
+            out = self.model.output(vec).cpu().numpy().astype(np.float32)
+        return out, unknown
+
+    def attribute_vocab(self) -> dict[str, int]:
+        """Attribute strings ("field=value") -> attr_idx, from vocab/attributes.parquet."""
+        if not hasattr(self, "_attr_vocab_cache"):
+            import polars as pl
+
+            path = None if self.run_dir is None else self.run_dir / "vocab" / "attributes.parquet"
+            v = {}
+            if path is not None and path.exists():
+                t = pl.read_parquet(path)
+                v = {
+                    f"{f}={val}": int(i)
+                    for f, val, i in zip(t["field"], t["value"], t["attr_idx"], strict=True)
+                }
+            self._attr_vocab_cache = v
+        return self._attr_vocab_cache
+
     @property
     def scorer(self) -> Scorer:
         m = self.cfg.model

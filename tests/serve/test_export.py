@@ -40,6 +40,39 @@ def test_round_trip_vectors_equal_the_inference_path(export_dir, good_run, shop_
     assert manifest["run_id"].startswith("good-")
 
 
+def test_new_items_embed_like_catalogue_items_unseen_in_training(good_run, shop_dataset):
+    """`embed_new_items` from raw attribute strings equals the model's own item tokens with the
+    id embedding switched off (how `embed_items` embeds an item unseen in training)."""
+    import copy
+
+    import torch
+
+    run = load_run(good_run)
+    ds = Dataset(shop_dataset)
+    vocab = {i: a for a, i in run.attribute_vocab().items()}
+    assert len(vocab) > 0
+    items = ds.items.sort("item_idx")
+    attrs = [[vocab[a] for a in row] for row in items["attr_idx"].to_list()]
+    assert run.model.tokens.use_attributes and all(attrs), "every tiny-shop item has attributes"
+    model = copy.deepcopy(run.model)
+    model.tokens.known.zero_()  # every item as if never seen in training
+    with torch.inference_mode():
+        reference = model.item_vectors()[1:].numpy()
+    vectors, unknown = run.embed_new_items(attrs)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, reference, rtol=1e-5, atol=1e-6)
+    assert unknown == [[]] * len(attrs) and (np.linalg.norm(vectors, axis=1) > 0).all()
+    # the id embedding matters: known items differ from their cold vectors
+    assert not np.allclose(vectors, run.embed_items()[1:], atol=1e-4)
+    # unknown attributes are reported and leave the vector alone; no attribute at all: zero
+    more, unknown = run.embed_new_items([[*attrs[0], "colour=never-seen"], []], [None, ""])
+    np.testing.assert_allclose(more[0], vectors[0], rtol=1e-6)
+    assert unknown == [["colour=never-seen"], []]
+    np.testing.assert_array_equal(more[1], 0)
+    with pytest.raises(ValueError, match="titles"):
+        run.embed_new_items([[], []], ["one title"])
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_index_against_exact(kind):
     rng = np.random.default_rng(7)

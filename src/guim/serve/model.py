@@ -77,7 +77,7 @@ class ServedModel:
         self._extras_lock = threading.Lock()
         self.n_interests = run.cfg.model.n_interests
         self.max_len = run.cfg.data.max_len
-        self.attr_idx = self._attribute_vocab()
+        self.attr_idx = run.attribute_vocab()  # "field=value" -> attr_idx
 
     # -- histories ------------------------------------------------------------------------------
     def base_history(self, user_id: str) -> tuple[list[int], list[int], list[int]]:
@@ -151,38 +151,13 @@ class ServedModel:
         return Recommendation([str(self.item_ids[i]) for i in out[:k]], [0.0] * len(out[:k]))
 
     # -- run-time cold items --------------------------------------------------------------------
-    def _attribute_vocab(self) -> dict[str, int]:
-        path = self.run.run_dir / "vocab" / "attributes.parquet"
-        if not path.exists():
-            return {}
-        v = pl.read_parquet(path)
-        return {
-            f"{f}={val}": int(i)
-            for f, val, i in zip(v["field"], v["value"], v["attr_idx"], strict=True)
-        }
-
     def embed_cold_item(
         self, attributes: list[str], title: str | None
     ) -> tuple[np.ndarray, list[str]]:
-        """A new item's vector from its attributes ("field=value") and title, the way the model
-        embeds any item it never saw in training (no id embedding); returns (D,) and the
-        attributes it did not know."""
-        # TODO(#14): belongs in guim.embed (GuimRun.embed_new_items) once the lead's refactor lands
-        tokens = self.run.model.tokens
-        known = [self.attr_idx[a] for a in attributes if a in self.attr_idx]
-        unknown = [a for a in attributes if a not in self.attr_idx]
-        dim = self.items.shape[1]
-        with torch.inference_mode():
-            vec = torch.zeros(1, dim)
-            if tokens.use_attributes and known:
-                ids = torch.tensor(known, dtype=torch.int64)
-                vec = vec + tokens.attr_emb(ids, torch.zeros(1, dtype=torch.int64))
-            if tokens.use_text and title:
-                from guim.text import encode_texts
-
-                vec = vec + tokens.text_proj(torch.from_numpy(encode_texts([title])))
-            vec = self.run.model.output(vec)
-        return vec[0].numpy().astype(np.float32), unknown
+        """A new item's (D,) vector from its attributes ("field=value") and title through
+        `GuimRun.embed_new_items` (the export's path too), and the attributes it did not know."""
+        vectors, unknown = self.run.embed_new_items([attributes], [title])
+        return vectors[0], unknown[0]
 
     def add_items(self, ids: list[str], vectors: np.ndarray) -> None:
         """Make run-time items searchable at once (copy-on-write of the side table)."""
