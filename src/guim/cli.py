@@ -365,6 +365,50 @@ def train(
         _show({"guim": summary["test"]}, False, f"{summary['dataset']} test")
 
 
+@app.command()
+@friendly_errors
+def distill(
+    teacher: Annotated[
+        list[Path], typer.Option("--teacher", "-t", help="Teacher run (repeat to stack).")
+    ],
+    student: Annotated[
+        str,
+        typer.Option(
+            help="Student preset (minilm, bert2dnn) or .toml: differences from the teacher's "
+            "config."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Student run directory to write.")],
+    set: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Student override, e.g. model.n_layers=1."),
+    ] = None,
+    assistant: Annotated[
+        str | None,
+        typer.Option(
+            help="Teacher-assistant preset or .toml: trained first into OUT-assistant from the "
+            "teachers; the student then learns from it."
+        ),
+    ] = None,
+    assistant_set: Annotated[
+        list[str] | None, typer.Option("--assistant-set", help="Override for the assistant.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset (default: the teacher's).")
+    ] = None,
+) -> None:
+    """Distil teacher runs into a student run (MiniLM: a smaller Transformer matching the last
+    layer's attention and value relations; BERT2DNN: a feed-forward net matching the teachers'
+    softened scores on every prefix). The student is an ordinary run: `guim eval`, `guim bench`
+    and `guim.load_run` read it like any other."""
+    from guim.trainer.distill import distill as distill_fn
+
+    path = distill_fn(teacher, student, out, set or [], dataset, assistant, assistant_set or [])
+    summary = json.loads((path / "metrics.json").read_text())
+    if "test" in summary:
+        _show({path.name: summary["test"]}, False, f"{summary['dataset']} test")
+
+
 def _torchrun_train(
     nproc: int, dataset: Path, out: Path, preset: str | None, overrides: list[str], resume: bool
 ) -> None:

@@ -47,11 +47,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class MLPConfig:
+    """The feed-forward student (model.kind = "mlp", guim.models.mlp; BERT2DNN): the rest --
+    dim, n_interests, normalize, interest_score, dropout -- comes from ModelConfig."""
+
+    n_recent: int = 10  # the last N items of the history
+    pooling: Literal["weighted", "concat"] = "weighted"
+    hidden: tuple[int, ...] = (256, 256)  # widths of the MLP's hidden layers (ReLU)
+    # "own": trainable item tokens (id + attributes + title, as the teacher's); "teacher": the
+    # teacher's item-token table as a frozen buffer (copied from the first teacher by distill)
+    tokens: Literal["own", "teacher"] = "own"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Encoder and user-representation head."""
 
-    # the model class (guim.models.MODELS); "guim" = item tokens -> encoder -> K interests
-    kind: Literal["guim"] = "guim"
+    # the model class (guim.models.MODELS); "guim" = item tokens -> encoder -> K interests,
+    # "mlp" = the feed-forward student (last N items -> MLP, section [model.mlp])
+    kind: Literal["guim", "mlp"] = "guim"
     encoder: Literal["transformer", "sru"] = "transformer"
     dim: int = 64
     n_layers: int = 2
@@ -75,6 +89,7 @@ class ModelConfig:
     # feature maps, prefix sums when causal). A stage with `expand = true` makes it the full model.
     ffn_rank: int = 0
     attention: Literal["softmax", "linear"] = "softmax"
+    mlp: MLPConfig = field(default_factory=MLPConfig)
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Teacher loss terms (`guim distill`, guim.trainer.distill): the student is this run's
+    model, the teachers are finished runs, computed in eval mode on the same batch."""
+
+    teachers: tuple[str, ...] = ()  # teacher run directories (several: stacked)
+    teacher_hashes: tuple[str, ...] = ()  # their config hashes, checked when the run starts
+    # the student's own next-item loss (0: it learns from the teachers only)
+    label_weight: float = 1.0
+    # BERT2DNN / Hinton: KL to the teachers' temperature-softened scores over the catalogue at
+    # every predicted prefix (several teachers: their probabilities averaged)
+    score_weight: float = 0.0
+    temperature: float = 1.0
+    # MiniLM: KL of the last layers' attention and value relations (transformer students)
+    attention_weight: float = 0.0
+    # 0: MiniLM v1, per head (equal head counts; head widths may differ); R > 0: MiniLM v2's
+    # Q-Q, K-K, V-V relations over R relation heads (any width and head count)
+    relation_heads: int = 0
+    # start from the first teacher's weights wherever a name and shape agree (item tokens,
+    # position features, the bottom layers, the interest head)
+    init_from_teacher: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole tree: one section per component."""
 
@@ -156,6 +194,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -318,6 +357,11 @@ _RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("train", "eval_every", 1, float("inf"), True, True),
     ("train", "max_minutes", 0, float("inf"), True, True),
     ("train", "threads", 0, float("inf"), True, True),
+    ("distill", "label_weight", 0, float("inf"), True, True),
+    ("distill", "score_weight", 0, float("inf"), True, True),
+    ("distill", "temperature", 0, float("inf"), False, True),
+    ("distill", "attention_weight", 0, float("inf"), True, True),
+    ("distill", "relation_heads", 0, float("inf"), True, True),
 )
 
 
@@ -397,6 +441,26 @@ def _combination_problems(cfg: Config) -> list[str]:
     )
     if relaxed and m.encoder != "transformer":
         out.append("'model.ffn_rank' and 'model.attention' (CoRe) apply to the transformer encoder")
+    if m.kind == "mlp":
+        if m.mlp.n_recent < 1:
+            out.append(f"'model.mlp.n_recent' must be >= 1, got {m.mlp.n_recent}")
+        if objectives != {"next"}:
+            out.append("model.kind 'mlp' reads histories left to right: objective 'next' only")
+        if t.stages:
+            out.append("model.kind 'mlp' has no layers to grow or freeze: no train.stages")
+        if m.mlp.tokens == "teacher" and not cfg.distill.teachers:
+            out.append("'model.mlp.tokens' = 'teacher' needs distill.teachers")
+    dist = cfg.distill
+    if dist.teacher_hashes and len(dist.teacher_hashes) != len(dist.teachers):
+        out.append("'distill.teacher_hashes' must name one hash per teacher")
+    if not dist.teachers and (dist.score_weight or dist.attention_weight or dist.label_weight != 1):
+        out.append("'distill' weights need distill.teachers (guim distill --teacher RUN)")
+    if dist.teachers and not (dist.label_weight or dist.score_weight or dist.attention_weight):
+        out.append("distill: label_weight, score_weight and attention_weight are all 0")
+    if dist.teachers and objectives != {"next"}:
+        out.append("distillation trains next-item students: train.objective 'next' only")
+    if dist.attention_weight and m.kind != "guim":
+        out.append("'distill.attention_weight' (MiniLM) needs a transformer student")
     if m.encoder == "sru":
         bad = [a for a in m.attention_layers if not -depth <= a < depth]
         if bad:

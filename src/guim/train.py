@@ -37,6 +37,7 @@ from guim.models.tokens import ItemTables
 from guim.progress import console, make_progress
 from guim.sampling import NegativeSampler
 from guim.sas import DetectionHead, apply_replacements, detection_loss, sample_replacements
+from guim.trainer.distill import Distiller
 from guim.trainer.distributed import init_distributed, resolve_device, shard, wrap
 from guim.trainer.optim import lr_scale, make_optimizers
 from guim.trainer.stages import resolve_stages, stage_of, stage_start
@@ -83,6 +84,7 @@ class Trainer:
     # item per training event (0 = none); see guim.sas
     sas_previous: torch.Tensor | None = None
     sas_current: torch.Tensor | None = None
+    distill: Distiller | None = None  # the teachers' loss terms (cfg.distill.teachers)
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -165,6 +167,10 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
         if world > 1:
             raise UserError("train.objective = 'sas' is not supported under torch.distributed")
         model.detector = DetectionHead(cfg.model.dim)  # trained, not saved with the run
+    distiller = None
+    if cfg.distill.teachers:  # loads the teachers; may initialise the student from them
+        distiller = Distiller.attach(cfg, model, dataset.hash, torch.from_numpy(known))
+        distiller.to(device)
     model.to(device)
     sampler = NegativeSampler(cfg.loss, popularity, known) if sparse else None
     t = Trainer(
@@ -185,6 +191,7 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
         rank=rank,
         world=world,
     )
+    t.distill = distiller
     enter_stage(t, 0, restore_best=False)
     t.best = _copy(model.state_dict())
     t.ema = _copy(model.state_dict()) if cfg.train.ema_decay > 0 else None
@@ -253,6 +260,8 @@ def step_loss(
         m.interest_score,
         m.interest_temperature,
     )
+    if t.distill is not None:  # label_weight x the loss above + the teachers' terms
+        loss = t.distill.loss(loss, shown.to(dev), out, t.model)
     if view is not None:
         contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
         loss = loss + contrastive_weight * contrastive
@@ -316,7 +325,7 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
                 dense = [
                     p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse
                 ]
-                torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip)
+                torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip, foreach=True)
             for opt in t.optimizers.values():
                 opt.step()
             if t.ema is not None:
@@ -545,12 +554,10 @@ def _copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def _update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * weights (buffers that are not floats are copied)."""
-    for name, value in model.state_dict().items():
-        if value.is_floating_point():
-            ema[name].mul_(decay).add_(value, alpha=1.0 - decay)
-        else:
-            ema[name].copy_(value)
+    """ema <- decay * ema + (1 - decay) * weights, for the parameters, in one fused call; the
+    buffers (item tables, masks) do not change in training and stay as copied."""
+    names, values = zip(*model.named_parameters(), strict=True)
+    torch._foreach_lerp_([ema[n] for n in names], list(values), 1.0 - decay)
 
 
 def _truncate_log(run_dir: Path, last_epoch: int) -> None:

@@ -22,12 +22,13 @@ def build_encoder(cfg: ModelConfig) -> nn.Module:
 
 # imported after build_encoder, which the model modules use
 from guim.models.guim import GUIM  # noqa: E402
+from guim.models.mlp import MLPStudent  # noqa: E402
 from guim.models.tokens import ItemTables  # noqa: E402
 
 # Every model kind takes (model config, data config, ItemTables, causal, sparse) and has
 # forward(batch, candidates, view) -> ModelOutput, user_vectors, item_vectors, grow,
-# set_trainable (see guim.models.guim.GUIM).
-MODELS: dict[str, type[nn.Module]] = {"guim": GUIM}
+# set_trainable (see guim.models.guim.GUIM). "mlp" is the feed-forward (BERT2DNN) student.
+MODELS: dict[str, type[nn.Module]] = {"guim": GUIM, "mlp": MLPStudent}
 
 
 def build_model(

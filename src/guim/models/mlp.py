@@ -9,13 +9,13 @@ Same interface as `guim.models.guim.GUIM`: user_vectors, item_vectors, score, fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from guim.config import DataConfig, ModelConfig
+from guim.config import DataConfig, MLPConfig, ModelConfig
 from guim.data.schema import EVENT_TYPES
 from guim.models.guim import ModelOutput
 from guim.models.tokens import ItemTables, ItemTokens
@@ -23,19 +23,6 @@ from guim.scoring import Scorer
 
 if TYPE_CHECKING:
     from guim.data.batches import Batch, View
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    """The student's own settings (the rest -- dim, n_interests, normalize, interest_score,
-    dropout -- come from ModelConfig, as for every model kind)."""
-
-    n_recent: int = 10  # the last N items of the history
-    pooling: Literal["weighted", "concat"] = "weighted"
-    hidden: tuple[int, ...] = (256, 256)  # widths of the MLP's hidden layers (ReLU)
-    # "own": trainable item tokens (id + attributes + title, as the teacher's); "teacher": the
-    # teacher's item-token table as a frozen buffer (filled by `MLPStudent.from_teacher`)
-    tokens: Literal["own", "teacher"] = "own"
 
 
 class FrozenTokens(nn.Module):
@@ -65,15 +52,15 @@ class MLPStudent(nn.Module):
         sparse: bool = False,
         mlp: MLPConfig | None = None,
     ) -> None:
-        """`mlp` defaults to `model.mlp` once ModelConfig has that section (issue 13), else
-        to MLPConfig(). Next-item (causal) only: the student has no [MASK] slot."""
+        """`mlp` defaults to the config's own section, `model.mlp` (model.kind = "mlp").
+        Next-item (causal) only: the student has no [MASK] slot."""
         super().__init__()
         if not causal:
             raise ValueError("the mlp student reads histories left to right (objective 'next')")
-        mlp = mlp or getattr(model, "mlp", None) or MLPConfig()
+        mlp = mlp or model.mlp
         if mlp.n_recent < 1:
             raise ValueError(f"mlp.n_recent must be >= 1, got {mlp.n_recent}")
-        self.model_cfg, self.mlp_cfg = model, mlp
+        self.model_cfg, self.mlp_cfg = replace(model, kind="mlp", mlp=mlp), mlp
         self.causal = True
         self.n_recent, self.k, self.dim = mlp.n_recent, model.n_interests, model.dim
         if mlp.tokens == "teacher":
@@ -109,7 +96,8 @@ class MLPStudent(nn.Module):
             raise ValueError(f"the teacher's table has width {dim}, the student's dim {model.dim}")
         sizes = {"n_items": n_items, "n_attributes": 0, "n_attribute_links": 0, "text_dim": 0}
         tables = ItemTables.placeholder(sizes)
-        student = cls(model, data, tables, mlp=replace(mlp, tokens="teacher"))
+        mlp = replace(mlp, tokens="teacher")
+        student = cls(replace(model, kind="mlp", mlp=mlp), data, tables, mlp=mlp)
         student.tokens.table.copy_(table.detach().cpu())
         return student
 
