@@ -250,16 +250,18 @@ def step_loss(
         None if view is None else view.to(dev),
     )
     m = cfg.model
-    loss = interest_info_nce(
-        out.users,
-        out.items,
-        positive.to(dev),
-        None if log_q is None else log_q.to(dev),
-        cfg.loss.temperature,
-        None if allowed is None else allowed.to(dev),
-        m.interest_score,
-        m.interest_temperature,
-    )
+    loss = out.users.new_zeros(())  # a student taught by its teachers alone skips its own loss
+    if t.distill is None or cfg.distill.label_weight:
+        loss = interest_info_nce(
+            out.users,
+            out.items,
+            positive.to(dev),
+            None if log_q is None else log_q.to(dev),
+            cfg.loss.temperature,
+            None if allowed is None else allowed.to(dev),
+            m.interest_score,
+            m.interest_temperature,
+        )
     if t.distill is not None:  # label_weight x the loss above + the teachers' terms
         loss = t.distill.loss(loss, shown.to(dev), out, t.model)
     if view is not None:

@@ -1,0 +1,158 @@
+"""Serving-sized students against their teacher (issue 13): test NDCG@10 / HR@10 (full ranking,
+history masked), the retained share of the teacher's NDCG@10, FLOPs per user relative to the
+teacher, and p50 / p99 latency of embedding one user with ONNX Runtime on one thread.
+
+The runs are trained first by benchmarks/distill_train.sh (each capped in minutes); this script
+only measures them. Test metrics are computed once per run and cached beside it
+(distill_test.json, keyed by the weights' digest), so the timing pass can run alone on the CPUs:
+
+    flock -s /tmp/guim-cpu.lock .venv/bin/python benchmarks/distill.py --quality-only \\
+        --teacher runs/proto/guim-beauty --runs runs/distill/beauty
+    flock -x /tmp/guim-cpu.lock .venv/bin/python benchmarks/distill.py \\
+        --teacher runs/proto/guim-beauty --runs runs/distill/beauty --merge
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "distill.json"
+MODELS = (
+    "minilm-half-depth",
+    "minilm-half-width",
+    "bert2dnn",
+    "bert2dnn-stacked",
+    "bert2dnn-no-temperature",
+)
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from latency import LOCK, flops_per_user, held_lock, percentiles  # noqa: E402
+
+
+def test_metrics(run: Any, run_dir: Path, dataset: Any) -> dict[str, float]:
+    """Test HR@10 / NDCG@10 (guim.evaluate: full ranking, history masked), cached per weights."""
+    from guim.evaluate import evaluate
+    from guim.io import read_json, write_json
+    from guim.onnx import weights_digest
+
+    cache, digest = run_dir / "distill_test.json", weights_digest(run.model)
+    if cache.exists() and read_json(cache).get("weights") == digest:
+        return read_json(cache)["test"]
+    res = evaluate(run, dataset, run.cfg.data.scheme, "test")
+    out = {"NDCG@10": res["NDCG@10"], "HR@10": res["HR@10"]}
+    write_json(cache, {"weights": digest, "test": out})
+    return out
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """How the run was trained: its stop reason, epochs, cap, teachers."""
+    from guim.io import read_json
+
+    metrics = read_json(run_dir / "metrics.json")
+    cfg = read_json(run_dir / "config.json")
+    return {
+        "stopped": metrics.get("stopped"),
+        "epochs_run": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("best_epoch"),
+        "train_seconds": metrics.get("train_seconds"),
+        "max_minutes": cfg["train"]["max_minutes"],
+        "teachers": cfg.get("distill", {}).get("teachers", []),
+        "model_kind": cfg["model"].get("kind", "guim"),
+    }
+
+
+def main() -> None:
+    from guim.data.dataset import Dataset
+    from guim.embed import load_run
+    from guim.io import read_json
+    from guim.onnx import OnnxRun, export_run
+    from guim.provenance import write_results
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's run directory")
+    p.add_argument("--runs", type=Path, required=True, help="directory of the student runs")
+    p.add_argument("--repeats", type=int, default=400, help="batch-1 calls per model")
+    p.add_argument("--quality-only", action="store_true", help="test metrics only (cached)")
+    p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--merge", action="store_true")
+    args = p.parse_args()
+
+    dataset = Dataset(read_json(args.teacher / "dataset.json")["path"])
+    dirs = {"teacher": args.teacher}
+    dirs |= {m: args.runs / m for m in MODELS if (args.runs / m / "metrics.json").exists()}
+    runs = {name: load_run(d) for name, d in dirs.items()}
+    quality = {}
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        quality[name] = test_metrics(run, dirs[name], dataset)
+        print(f"{name}: {quality[name]} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if args.quality_only:
+        return
+
+    histories = dataset.eval_cases(runs["teacher"].cfg.data.scheme, "test").history
+    sample = histories.take(np.arange(min(64, len(histories))))
+    rng = np.random.default_rng(0)
+    single = [histories.take([int(i)]) for i in rng.integers(0, len(histories), args.repeats)]
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    results: dict[str, Any] = {}
+    for name, run in runs.items():
+        path = dirs[name] / "user_encoder.onnx"
+        export_run(run, path)
+        onnx_run = OnnxRun(run, path, threads=1)
+        stats = percentiles(onnx_run.embed_users, single, warmup=max(3, len(single) // 20))
+        results[name] = {
+            **quality[name],
+            "flops_per_user": flops_per_user(run, sample),
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "p50_ms": stats["p50"],
+            "p99_ms": stats["p99"],
+            **describe(dirs[name]),
+        }
+        print(f"{name}: p50 {stats['p50']} ms, p99 {stats['p99']} ms", flush=True)
+    teacher = results["teacher"]
+    for row in results.values():
+        row["retained"] = round(row["NDCG@10"] / teacher["NDCG@10"], 4)
+        row["flops_fraction"] = round(row["flops_per_user"] / teacher["flops_per_user"], 4)
+        row["p50_speedup"] = round(teacher["p50_ms"] / row["p50_ms"], 2)
+
+    exclusive, wrapper = held_lock()
+    write_results(
+        args.out,
+        {dataset.name: results},
+        command=wrapper,
+        merge=args.merge,
+        setting=(
+            "NDCG@10 / HR@10: test split, full ranking over the catalogue, history masked "
+            "(guim.evaluate); retained = NDCG@10 / the teacher's; flops: torch.utils.flop_counter "
+            "(matrix products and attention) of user_vectors at max_len padding; p50/p99: "
+            f"{args.repeats} calls embedding one real test history (batch 1) with ONNX Runtime, "
+            "one intra-op thread, after a warm-up; p50_speedup = the teacher's p50 / the model's"
+        ),
+        note=args.note,
+        exclusive_cpu_lock=exclusive,
+        alone=(
+            f"timing run under `flock -x {LOCK}`, alone on the CPUs"
+            if exclusive
+            else f"NOT run under `flock -x {LOCK}`: other jobs may have shared the CPUs"
+        ),
+        load_average_before=[round(x, 2) for x in load_before],
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        timing_seconds=round(time.perf_counter() - t_start, 1),
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
