@@ -10,7 +10,7 @@ import torch
 
 from guim.config import Config, LossConfig, load_config
 from guim.data.batches import Batch
-from guim.losses import info_nce, view_info_nce
+from guim.losses import full_softmax_nce, info_nce, interest_info_nce, view_info_nce
 from guim.models.guim import GUIM
 from guim.models.mor import InterestHead, interest_scores, nearest_interest
 from guim.models.tokens import ItemTables
@@ -136,6 +136,33 @@ def test_attention_kernels_agree():
 
 
 # ---- losses ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_fused_full_softmax_matches_info_nce_in_value_and_gradients(chunk):
+    """The fused, chunked full softmax is the same loss with the same gradients as the plain
+    one, for any chunk size (including chunks that do not divide the rows), and the masked
+    form (unknown items left out) equals masking their scores."""
+    torch.manual_seed(0)
+    users, items = torch.randn(7, 5, dtype=torch.float64), torch.randn(11, 5, dtype=torch.float64)
+    positive = torch.tensor([1, 4, 10, 4, 2, 7, 9])
+    allowed = torch.ones(11, dtype=torch.bool)
+    allowed[[0, 3, 5]] = False  # padding row and two items never seen in training
+    u1, i1 = users.clone().requires_grad_(), items.clone().requires_grad_()
+    ref = info_nce(u1 @ i1.T, positive, temperature=0.3, allowed=allowed)
+    ref.backward()
+    u2, i2 = users.clone().requires_grad_(), items.clone().requires_grad_()
+    got = interest_info_nce(u2[:, None], i2, positive, None, 0.3, allowed)
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(u2.grad, u1.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(i2.grad, i1.grad, rtol=1e-10, atol=1e-12)
+    assert not i2.grad[~allowed].any()  # left out, not just masked
+    u3, i3 = users.clone().requires_grad_(), items.clone().requires_grad_()
+    full_softmax_nce(u3, i3, positive, 0.3, chunk).backward()
+    assert torch.autograd.gradcheck(
+        lambda u, i: full_softmax_nce(u, i, positive, 0.3, chunk), (u3, i3)
+    )
 
 
 def test_info_nce_against_hand_written_reference():

@@ -3,9 +3,17 @@ case where the candidates are the whole catalogue), with logQ correction and mas
 multi-interest next-item loss and the two-view contrastive loss built on it.
 
 L = -log( exp(s+/tau - logQ+) / sum_j exp(s_j/tau - logQ_j) ), over allowed candidates j.
+
+The full softmax over the catalogue is the training step's largest cost (a (P, C) score matrix
+for P targets and C items). `full_softmax_nce` computes it fused and in row chunks: each chunk's
+scores, softmax and gradients are made while the chunk is in cache, so the (P, C) matrix is
+never written to memory whole and the backward pass is two stored tensors. Same loss and
+gradients as `info_nce` (tested), different float summation order.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +46,59 @@ def info_nce(
     return F.cross_entropy(logits, positive)
 
 
+class _FusedSoftmaxNCE(torch.autograd.Function):
+    """Mean -log softmax(users @ items.T / tau)[positive]; gradients made in the forward pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        positive: torch.Tensor,
+        temperature: float,
+        chunk: int,
+    ) -> torch.Tensor:
+        p = users.shape[0]
+        scaled = users / temperature  # (P, D): scores / tau without a (P, C) division
+        grad_users = torch.empty_like(users)
+        grad_items = torch.zeros_like(items)
+        total = users.new_zeros((), dtype=torch.float64)
+        for start in range(0, p, chunk):
+            u = scaled[start : start + chunk]  # (c, D)
+            pos = positive[start : start + chunk]
+            rows = torch.arange(len(pos), device=users.device)
+            logits = u @ items.T  # (c, C)
+            log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place, row by row
+            total -= log_probs[rows, pos].sum(dtype=torch.float64)
+            probs = log_probs.exp_()  # softmax, in place
+            probs[rows, pos] -= 1.0  # d loss / d logits = softmax - onehot
+            grad_users[start : start + chunk] = probs @ items
+            grad_items.addmm_(probs.T, u)
+        scale = 1.0 / (p * temperature)  # the mean over P; logits = users @ items.T / tau
+        ctx.save_for_backward(grad_users.mul_(scale), grad_items.mul_(1.0 / p))
+        return (total / p).to(users.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_users, grad_items = ctx.saved_tensors
+        return grad_users * grad, grad_items * grad, None, None, None
+
+
+def full_softmax_nce(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    positive: torch.Tensor,
+    temperature: float = 1.0,
+    chunk: int = 128,
+) -> torch.Tensor:
+    """`info_nce(users @ items.T, positive, temperature=temperature)` for users (P, D) and every
+    candidate item (C, D), fused and computed `chunk` rows at a time (see the module docstring).
+    Leave masked candidates out of `items` (and re-index `positive`) instead of masking."""
+    if not users.requires_grad and not items.requires_grad:  # no gradients wanted
+        return info_nce(users @ items.T, positive, temperature=temperature)
+    return _FusedSoftmaxNCE.apply(users, items, positive, temperature, chunk)
+
+
 def interest_info_nce(
     users: torch.Tensor,
     items: torch.Tensor,
@@ -59,10 +120,15 @@ def interest_info_nce(
     """
     if users.shape[1] > 1 and interest_score == "softmax":
         scores = interest_scores(users, items, "softmax", interest_temperature)  # (P, C)
-    else:
-        user = nearest_interest(users, items[positive])  # (P, D)
-        scores = user @ items.T  # (P, C)
-    return info_nce(scores, positive, log_q, temperature, allowed)
+        return info_nce(scores, positive, log_q, temperature, allowed)
+    user = nearest_interest(users, items[positive])  # (P, D)
+    if log_q is None and (allowed is None or allowed.dim() == 1):  # the full softmax: fused
+        if allowed is not None and not bool(allowed.all()):
+            # leave the masked candidates out instead of masking their scores
+            positive = (allowed.long().cumsum(0) - 1)[positive]
+            items = items[allowed]
+        return full_softmax_nce(user, items, positive, temperature)
+    return info_nce(user @ items.T, positive, log_q, temperature, allowed)
 
 
 def view_info_nce(
