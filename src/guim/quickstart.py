@@ -53,11 +53,23 @@ def run_quickstart(out: str | Path, size: str = "small", seed: int = 0) -> Path:
 
 
 def _print_leaderboard(bench_json: Path) -> None:
+    from rich import box
     from rich.table import Table
 
     doc = read_json(bench_json)
     (dataset, models), *_ = doc["results"].items()
-    table = Table("task", "metric", *models, title=f"GUIM-bench on the {dataset} shop (test)")
+    # no outer or vertical rules: the table fits an 80-column terminal uncut
+    table = Table(
+        "task",
+        "metric",
+        *models,
+        title=f"GUIM-bench on the {dataset} shop (test)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for task, info in doc["tasks"].items():
         metric = info["primary_metric"]
         values = [models[m].get(f"{task}/{metric}") for m in models]
