@@ -157,7 +157,7 @@ def test_mlp_student_reproduces_the_teachers_scores_on_an_overfit_case(shop):
     t = build(cfg, Dataset(ds))
     batch = make_batches(t.seqs, cfg.data, cfg.train, np.random.default_rng(0))[0]
     generator = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(500):
         for opt in t.optimizers.values():
             opt.zero_grad(set_to_none=True)
         step_loss(t, batch, generator, 0.0).backward()

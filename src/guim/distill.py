@@ -210,13 +210,12 @@ def distribution_kl(
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     student_log_probs = torch.log_softmax(logits, dim=-1)
-    positive = target_probs > 0
-    terms = torch.where(
-        positive,
-        target_probs * (torch.log(target_probs.clamp_min(1e-30)) - student_log_probs),
-        torch.zeros_like(target_probs),
-    )
-    return terms.sum(dim=-1).mean() * temperature**2
+    if mask is not None:  # off the mask the target is 0 and the student's log-probability -inf
+        student_log_probs = student_log_probs.masked_fill(~mask, 0.0)
+    with torch.no_grad():  # the target's own entropy term: a constant for the student
+        neg_entropy = torch.xlogy(target_probs, target_probs).sum(dim=-1)  # (B,)
+    cross = (target_probs * student_log_probs).sum(dim=-1)  # (B,)
+    return (neg_entropy - cross).mean() * temperature**2
 
 
 def score_kl(

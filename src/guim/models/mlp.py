@@ -138,11 +138,19 @@ class MLPStudent(nn.Module):
             raise ValueError("the mlp student has no [MASK] input")
         b, t = item_idx.shape
         n = self.n_recent
-        pad = item_idx.new_zeros(b, n - 1)
-        windows = torch.cat([pad, item_idx], dim=1).unfold(1, n, 1)  # (B, T, N)
-        events = torch.cat([pad, event], dim=1).unfold(1, n, 1)  # (B, T, N)
+        windows, events = self.windows(item_idx, event)  # (B, T, N) each
         users = self.users_from_window(windows.reshape(b * t, n), events.reshape(b * t, n))
         return users.view(b, t, self.k, self.dim) * (item_idx > 0)[..., None, None]
+
+    def windows(
+        self, item_idx: torch.Tensor, event: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded histories (B, T) -> the last N items and events at every position
+        (B, T, N) each (views of the padded input: no copy)."""
+        pad = item_idx.new_zeros(item_idx.shape[0], self.n_recent - 1)
+        windows = torch.cat([pad, item_idx], dim=1).unfold(1, self.n_recent, 1)  # (B, T, N)
+        events = torch.cat([pad, event], dim=1).unfold(1, self.n_recent, 1)  # (B, T, N)
+        return windows, events
 
     def _last(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) -> its last N columns (B, N), left-padded with 0 when T < N."""
@@ -170,10 +178,17 @@ class MLPStudent(nn.Module):
     def forward(
         self, batch: Batch, candidates: torch.Tensor | None = None, view: View | None = None
     ) -> ModelOutput:
-        """A training batch -> ModelOutput: states (B, T, K, D) after every prefix, user vectors
-        at the targets (P, K, D), candidate (or all) item vectors; `view` adds its states."""
-        states = self.encode(batch.items, batch.events, batch.timestamps, batch.masked)
-        users = states[batch.targets > 0]  # (P, K, D)
+        """A training batch -> ModelOutput: user vectors at the targets (P, K, D), candidate (or
+        all) item vectors; states (B, T, K, D) after every prefix only with a `view` (which
+        adds its states): without one, only the P predicted prefixes are computed."""
+        hit = batch.targets > 0  # (B, T)
+        if view is None and (batch.masked is None or not bool(batch.masked.any())):
+            windows, events = self.windows(batch.items, batch.events)  # (B, T, N)
+            users = self.users_from_window(windows[hit], events[hit])  # (P, K, D)
+            states = users.new_zeros(0)  # not computed: nothing reads them without a view
+        else:
+            states = self.encode(batch.items, batch.events, batch.timestamps, batch.masked)
+            users = states[hit]  # (P, K, D)
         items = self.item_vectors() if candidates is None else self.output(self.tokens(candidates))
         view_states = None
         if view is not None:
