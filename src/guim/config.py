@@ -158,6 +158,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads (0 = leave torch's default)
     device: str = "auto"  # "auto" (a GPU when present), "cpu", "cuda" or "cuda:N"
+    # "bf16": the forward pass under bf16 autocast (the catalogue softmax stays fp32). Faster
+    # only where the hardware has bf16 matmuls (GPUs; CPUs with AMX or AVX512-BF16): measured
+    # 3-4x SLOWER on the development machine's CPU (benchmarks/results/engine.json)
+    precision: Literal["fp32", "bf16"] = "fp32"
     # training stages in order; empty = one stage of `epochs` epochs. With stages, `epochs` is
     # not used: the run lasts the sum of the stages' epochs.
     stages: tuple[StageConfig, ...] = ()

@@ -47,7 +47,9 @@ def info_nce(
 
 
 class _FusedSoftmaxNCE(torch.autograd.Function):
-    """Mean -log softmax(users @ items.T / tau)[positive]; gradients made in the forward pass."""
+    """Mean -log softmax(users @ items.T / tau)[positive]; gradients made in the forward pass.
+    Computed in fp32 also under bf16 autocast: the catalogue softmax is where precision
+    matters most."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -58,30 +60,41 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
         temperature: float,
         chunk: int,
     ) -> torch.Tensor:
+        ctx.dtypes = users.dtype, items.dtype
+        dtype = torch.promote_types(torch.promote_types(users.dtype, items.dtype), torch.float32)
+        users, items = users.to(dtype), items.to(dtype)
         p = users.shape[0]
         scaled = users / temperature  # (P, D): scores / tau without a (P, C) division
         grad_users = torch.empty_like(users)
         grad_items = torch.zeros_like(items)
         total = users.new_zeros((), dtype=torch.float64)
-        for start in range(0, p, chunk):
-            u = scaled[start : start + chunk]  # (c, D)
-            pos = positive[start : start + chunk]
-            rows = torch.arange(len(pos), device=users.device)
-            logits = u @ items.T  # (c, C)
-            log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place, row by row
-            total -= log_probs[rows, pos].sum(dtype=torch.float64)
-            probs = log_probs.exp_()  # softmax, in place
-            probs[rows, pos] -= 1.0  # d loss / d logits = softmax - onehot
-            grad_users[start : start + chunk] = probs @ items
-            grad_items.addmm_(probs.T, u)
+        with torch.autocast(users.device.type, enabled=False):
+            for start in range(0, p, chunk):
+                u = scaled[start : start + chunk]  # (c, D)
+                pos = positive[start : start + chunk]
+                rows = torch.arange(len(pos), device=users.device)
+                logits = u @ items.T  # (c, C)
+                log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place, row by row
+                total -= log_probs[rows, pos].sum(dtype=torch.float64)
+                probs = log_probs.exp_()  # softmax, in place
+                probs[rows, pos] -= 1.0  # d loss / d logits = softmax - onehot
+                grad_users[start : start + chunk] = probs @ items
+                grad_items.addmm_(probs.T, u)
         scale = 1.0 / (p * temperature)  # the mean over P; logits = users @ items.T / tau
         ctx.save_for_backward(grad_users.mul_(scale), grad_items.mul_(1.0 / p))
-        return (total / p).to(users.dtype)
+        return (total / p).to(dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_users, grad_items = ctx.saved_tensors
-        return grad_users * grad, grad_items * grad, None, None, None
+        users_dtype, items_dtype = ctx.dtypes
+        return (
+            (grad_users * grad).to(users_dtype),
+            (grad_items * grad).to(items_dtype),
+            None,
+            None,
+            None,
+        )
 
 
 def full_softmax_nce(

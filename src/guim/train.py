@@ -321,7 +321,8 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
                     g["lr"] = tr.lr * lr_scale(t.state.step, t.cfg, total_epochs * len(batches))
                 opt.zero_grad(set_to_none=True)
             batch, scale = shard(batch, t.rank, t.world)
-            loss = step_loss(t, batch, generator, weight)
+            with torch.autocast(t.device.type, torch.bfloat16, enabled=tr.precision == "bf16"):
+                loss = step_loss(t, batch, generator, weight)
             (loss if scale == 1.0 else loss * scale).backward()
             if tr.grad_clip > 0:
                 dense = [
