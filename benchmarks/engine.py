@@ -32,7 +32,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "engine.json"
 
 # runs `guim train` as a child: its own peak RSS and (optionally) a torch.profiler table
 CHILD = """
-import json, resource, runpy, sys
+import json, resource, sys
 report, profile, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
 sys.argv = ["guim", *argv]
 prof = None
@@ -42,7 +42,8 @@ if profile:
     prof.__enter__()
 code = 0
 try:
-    runpy.run_module("guim", run_name="__main__")
+    from guim.cli import app  # (older guim versions have no guim.__main__)
+    app()
 except SystemExit as e:
     code = e.code or 0
 out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "code": code}
