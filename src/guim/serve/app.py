@@ -10,18 +10,21 @@ tolerance; a request keeps the model it started with.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
+import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -34,7 +37,7 @@ from prometheus_client import (
 
 from guim.data.schema import event_code
 from guim.serve.batching import UserBatcher
-from guim.serve.model import History, ServedModel, load_model
+from guim.serve.model import History, Recommendation, ServedModel, load_model
 from guim.serve.schemas import (
     CandidateOut,
     EmbeddingOut,
@@ -52,6 +55,8 @@ from guim.serve.schemas import (
 )
 from guim.serve.settings import ServeSettings
 from guim.serve.store import EventStore, StoredEvent, open_store
+
+T = TypeVar("T")
 
 
 class Metrics:
@@ -101,6 +106,19 @@ class Service:
             return self.batcher.embed(model, history)
         return model.user_vectors([history])[0]
 
+    async def embed_async(self, model: ServedModel, history: History) -> np.ndarray:
+        """`embed` from the event loop, which waits without blocking."""
+        if self.batcher is not None:
+            return await self.batcher.embed_async(model, history)
+        return await run_in_threadpool(lambda: model.user_vectors([history])[0])
+
+    async def off_loop(self, fn: Callable[..., T], *args) -> T:
+        """Run a store-reading call: on the loop for SQLite (local reads take microseconds and
+        a hop to the thread pool costs more), in the thread pool for a networked store."""
+        if self.store.local:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
     def sync_items(self, model: ServedModel) -> None:
         """Load run-time items other replicas (or an earlier process) added to the store."""
         done = getattr(model, "synced_items", 0)
@@ -148,7 +166,7 @@ def _check_k(k: int, settings: ServeSettings) -> None:
         )
 
 
-def _recommend(
+async def _recommend(
     svc: Service,
     model: ServedModel,
     history: History,
@@ -156,19 +174,35 @@ def _recommend(
     seen_extra: set[str],
     k: int,
     exclude_seen: bool,
-) -> tuple[list[ScoredItem], str | None]:
-    svc.sync_items(model)
+) -> tuple[Recommendation, str | None]:
+    await svc.off_loop(svc.sync_items, model)
     exclude_idx = seen if exclude_seen else set()
     exclude_extra = seen_extra if exclude_seen else set()
     if not history[0]:
         rec = model.popular_items(k, exclude_idx)
         fallback: str | None = "popularity"
     else:
-        users = svc.embed(model, history)  # (K, D)
+        users = await svc.embed_async(model, history)  # (K, D)
         rec = model.retrieve(users, k, exclude_idx, exclude_extra)
         fallback = None
-    items = [ScoredItem(item_id=i, score=s) for i, s in zip(rec.item_ids, rec.scores, strict=True)]
-    return items, fallback
+    return rec, fallback
+
+
+def _recommendations_json(
+    user_id: str | None, rec: Recommendation, fallback: str | None, version: str, n: int
+) -> Response:
+    """A `RecommendationsOut` body written straight to JSON: the hottest route skips building
+    and re-validating pydantic objects (the schema test checks every answer against it)."""
+    body = {
+        "user_id": user_id,
+        "items": [
+            {"item_id": i, "score": s} for i, s in zip(rec.item_ids, rec.scores, strict=True)
+        ],
+        "fallback": fallback,
+        "model_version": version,
+        "history_length": n,
+    }
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 @router.post("/events", response_model=EventsOut, tags=["events"])
@@ -198,28 +232,22 @@ def post_events(body: EventsIn, svc: ServiceDep) -> EventsOut:
 @router.get(
     "/users/{user_id}/recommendations", response_model=RecommendationsOut, tags=["recommend"]
 )
-def user_recommendations(
+async def user_recommendations(
     user_id: str,
     svc: ServiceDep,
     k: Annotated[int, Query(ge=1)] = 10,
     exclude_seen: bool = True,
-) -> RecommendationsOut:
+) -> Response:
     """Top-k items for a user from the latest stored history (popularity when there is none)."""
     _check_k(k, svc.settings)
     model = svc.model  # this request finishes on this model, whatever is swapped meanwhile
-    history, seen, seen_extra, n = svc.history(model, user_id)
-    items, fallback = _recommend(svc, model, history, seen, seen_extra, k, exclude_seen)
-    return RecommendationsOut(
-        user_id=user_id,
-        items=items,
-        fallback=fallback,
-        model_version=model.version,
-        history_length=n,
-    )
+    history, seen, seen_extra, n = await svc.off_loop(svc.history, model, user_id)
+    rec, fallback = await _recommend(svc, model, history, seen, seen_extra, k, exclude_seen)
+    return _recommendations_json(user_id, rec, fallback, model.version, n)
 
 
 @router.post("/recommend", response_model=RecommendationsOut, tags=["recommend"])
-def recommend_history(body: RecommendIn, svc: ServiceDep) -> RecommendationsOut:
+async def recommend_history(body: RecommendIn, svc: ServiceDep) -> Response:
     """Top-k items for an explicit history (an anonymous session), oldest event first."""
     _check_k(body.k, svc.settings)
     if len(body.history) > svc.settings.max_history:
@@ -238,25 +266,20 @@ def recommend_history(body: RecommendIn, svc: ServiceDep) -> RecommendationsOut:
             times.append(j if e.timestamp is None else e.timestamp)
         elif model.knows(e.item_id):
             seen_extra.add(e.item_id)
-    out, fallback = _recommend(
+    rec, fallback = await _recommend(
         svc, model, (items, events, times), set(items), seen_extra, body.k, body.exclude_seen
     )
-    return RecommendationsOut(
-        items=out,
-        fallback=fallback,
-        model_version=model.version,
-        history_length=len(items) + len(seen_extra),
-    )
+    return _recommendations_json(None, rec, fallback, model.version, len(items) + len(seen_extra))
 
 
 @router.get("/users/{user_id}/embedding", response_model=EmbeddingOut, tags=["embed"])
-def user_embedding(user_id: str, svc: ServiceDep) -> EmbeddingOut:
+async def user_embedding(user_id: str, svc: ServiceDep) -> EmbeddingOut:
     """The user's K interest vectors from the latest stored history."""
     model = svc.model
-    history, _, _, n = svc.history(model, user_id)
+    history, _, _, n = await svc.off_loop(svc.history, model, user_id)
     if not history[0]:
         raise HTTPException(404, f"user {user_id!r} has no history the model can embed")
-    vectors = svc.embed(model, history)
+    vectors = await svc.embed_async(model, history)
     return EmbeddingOut(
         user_id=user_id,
         vectors=np.nan_to_num(vectors).tolist(),
@@ -461,6 +484,7 @@ def _evaluate_candidate(svc: Service, cand_id: int) -> None:
             return
         svc.sync_items(candidate)
         svc.model = candidate  # one reference assignment: the swap
+        gc.freeze()  # as at start-up: the new model's objects leave the collector's passes
         if svc.metrics is not None:
             svc.metrics.model.info({"version": candidate.version})
         update(status="swapped", **figures)
@@ -525,6 +549,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         service.metrics.model.info({"version": model.version})
         service.sync_items(model)
         app.state.service = service
+        # the loaded model is millions of long-lived objects: keep them out of the collector's
+        # full passes, which otherwise stall every request for tens of ms now and then
+        gc.collect()
+        gc.freeze()
         yield
         if batcher is not None:
             batcher.close()

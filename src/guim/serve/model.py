@@ -110,29 +110,35 @@ class ServedModel:
         self, users: np.ndarray, k: int, exclude_idx: set[int], exclude_extra: set[str]
     ) -> Recommendation:
         """Top-k items for one user's (K, D) vectors: FAISS over the catalogue plus the exact
-        side table of run-time items; K > 1 candidates are re-scored by the model's scorer."""
+        side table of run-time items, candidates re-scored by the model's scorer (ties towards
+        the lower item_idx, run-time items last)."""
         extras = self.extras
         depth = k + len(exclude_idx)
         labels, _ = search(self.index, users, depth)  # (K, depth)
-        cand = np.unique(labels[labels >= 0]) + 1  # item_idx
-        cand = np.array([i for i in cand.tolist() if i not in exclude_idx], dtype=np.int64)
-        cand_scores = self._score(users, self.items[cand]) if len(cand) else np.zeros(0)
-        ids = [str(x) for x in self.item_ids[cand]] if len(cand) else []
+        cand = np.unique(labels[labels >= 0]) + 1  # item_idx, ascending
+        if exclude_idx:
+            cand = cand[~np.isin(cand, np.fromiter(exclude_idx, np.int64, len(exclude_idx)))]
+        scores = self._score(users, self.items[cand])  # (C,)
+        keep: list[int] = []
         if len(extras.ids):
-            extra_scores = self._score(users, extras.vectors)
             keep = [j for j, i in enumerate(extras.ids) if i not in exclude_extra]
-            ids += [extras.ids[j] for j in keep]
-            cand_scores = np.concatenate([cand_scores, extra_scores[keep]])
-        order = np.argsort(-cand_scores, kind="stable")[:k]
-        return Recommendation(
-            [ids[j] for j in order], [float(s) for s in np.nan_to_num(cand_scores[order])]
-        )
+            scores = np.concatenate([scores, self._score(users, extras.vectors[keep])])
+        order = np.argsort(-scores, kind="stable")[:k]
+        n = len(cand)
+        ids = [str(self.item_ids[cand[j]]) if j < n else extras.ids[keep[j - n]] for j in order]
+        return Recommendation(ids, np.nan_to_num(scores[order]).tolist())
 
     def _score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """(K, D) x (C, D) -> (C,) by the model's scorer (max / softmax over the K interests)."""
+        """(K, D) x (C, D) -> (C,) float64 by the model's scorer (max / softmax over the K
+        interests; one interest, or "max", is a plain numpy product, no torch call)."""
+        if len(items) == 0:
+            return np.zeros(0)
+        scorer = self.run.scorer
+        if users.shape[0] == 1 or scorer.mode == "max":
+            return (items @ users.T).max(axis=1).astype(np.float64)  # (C, K) -> (C,)
         with torch.inference_mode():
             return (
-                self.run.scorer(torch.from_numpy(users[None]), torch.from_numpy(items))[0]
+                scorer(torch.from_numpy(users[None]), torch.from_numpy(items))[0]
                 .numpy()
                 .astype(np.float64)
             )
