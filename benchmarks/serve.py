@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("GUIM_SERVE_RESULTS", REPO / "benchmarks" / "results" / "serve.json"))
 TOKEN = "bench"
 TARGET = {"p99_ms": 20.0, "requests_per_second": 500, "recall@10": 0.95}
+CURVE_KEYS = ("offered_rps", "requests_per_second", "p50_ms", "p95_ms", "p99_ms", "errors",
+              "server_cpu_ms_per_request", "loadgen_cpu_ms_per_request")  # fmt: skip
 
 
 # -- server process ------------------------------------------------------------------------------
@@ -45,6 +47,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_async(coro):
+    """asyncio.run on uvloop when installed (the load generator's own CPU per request counts)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its direct children (uvicorn workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def one(p: int) -> float:
+        stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / tick
+
+    total = one(pid)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += one(int(d.name))
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -259,7 +287,7 @@ def served_recall(url: str, export: Path, users: list[str]) -> float:
     return float(np.mean(hits))
 
 
-def kill_drill(export: Path, seconds: float, workdir: Path) -> dict:
+def kill_drill(export: Path, seconds: float, workdir: Path, backend: str = "torch") -> dict:
     """Post events (unique event ids, 4 concurrent clients) and kill -9 the server mid-stream;
     restart it on the same store and count the acknowledged events in it."""
     import httpx
@@ -284,7 +312,7 @@ def kill_drill(export: Path, seconds: float, workdir: Path) -> dict:
                     acked.extend(e["event_id"] for e in batch)
                 n += 5
 
-    with server(export, f"sqlite:///{db}") as (url, proc):
+    with server(export, f"sqlite:///{db}", backend=backend) as (url, proc):
 
         async def run() -> None:
             stop = time.time() + seconds * 3
@@ -293,9 +321,9 @@ def kill_drill(export: Path, seconds: float, workdir: Path) -> dict:
             os.kill(proc.pid, signal.SIGKILL)
             await asyncio.gather(*tasks)
 
-        asyncio.run(run())
+        run_async(run())
         proc.wait()
-    with server(export, f"sqlite:///{db}") as (url, _):
+    with server(export, f"sqlite:///{db}", backend=backend) as (url, _):
         count = httpx.get(f"{url}/metrics").text
     stored = [r[0] for r in sqlite3.connect(db).execute("SELECT event_id FROM events")]
     lost = len(set(acked) - set(stored))
@@ -311,7 +339,9 @@ def kill_drill(export: Path, seconds: float, workdir: Path) -> dict:
     }
 
 
-def swap_demo(export: Path, weak: Path, rate: float, users, items, workdir: Path) -> dict:
+def swap_demo(
+    export: Path, weak: Path, rate: float, users, items, workdir: Path, backend: str = "torch"
+) -> dict:
     """Live = the weak export; the good export is posted under load (expect a swap and no failed
     request), then the weak one again (expect a refusal with both figures). The gate set is the
     export's validation split: the benchmark's own event traffic is random, so the store's
@@ -319,7 +349,8 @@ def swap_demo(export: Path, weak: Path, rate: float, users, items, workdir: Path
     import httpx
 
     out = {"gate_set": "export-valid (GUIM_SERVE_GATE_MIN_CASES forced above the store's users)"}
-    with server(weak, f"sqlite:///{workdir / 'swap.db'}", gate_min_cases="1000000000") as (url, _):
+    store = f"sqlite:///{workdir / 'swap.db'}"
+    with server(weak, store, gate_min_cases="1000000000", backend=backend) as (url, _):
         auth = {"Authorization": f"Bearer {TOKEN}"}
 
         def wait(cid: int) -> dict:
@@ -339,7 +370,7 @@ def swap_demo(export: Path, weak: Path, rate: float, users, items, workdir: Path
             res = await load
             return {"better": better, "load": res}
 
-        res = asyncio.run(under_load())
+        res = run_async(under_load())
         out["better_candidate"] = res["better"]
         out["failed_requests_during_swap"] = res["load"]["errors"]
         out["load_during_swap"] = {k: res["load"][k] for k in ("requests", "p50_ms", "p99_ms")}
@@ -365,42 +396,58 @@ def load_stage(args) -> None:
         "export": str(export),
         "index": manifest["index"],
         "workers": args.workers,
+        "backend": args.backend,
+        "load_generator": "raw asyncio keep-alive HTTP/1.1 client on uvloop, 64 connections, "
+        "open loop, latency from the scheduled send time; same 2 cores as the server",
         "loadavg_start": os.getloadavg(),
     }
     curve = []
-    with server(export, f"sqlite:///{work / 'load.db'}", args.workers) as (url, proc):
-        asyncio.run(open_loop(url, 50, 3, load_users, item_ids, seed=99))  # warm-up
+    store = f"sqlite:///{work / 'load.db'}"
+    with server(export, store, args.workers, backend=args.backend) as (url, proc):
+        run_async(open_loop(url, 50, 3, load_users, item_ids, seed=99))  # warm-up
         details["recall@10"] = served_recall(url, export, recall_users)
         for rate in args.rates:
-            res = asyncio.run(open_loop(url, rate, args.duration, load_users, item_ids, rate))
+            cpu0 = cpu_seconds(proc.pid)
+            res = run_async(open_loop(url, rate, args.duration, load_users, item_ids, int(rate)))
+            res["server_cpu_ms_per_request"] = (
+                1000 * (cpu_seconds(proc.pid) - cpu0) / res["requests"]
+            )
             curve.append(res)
-            if res["requests_per_second"] < 0.5 * rate:
-                break  # far past saturation: higher rates only queue (and time out) longer
             print(json.dumps({k: res[k] for k in ("offered_rps", "requests_per_second", "p50_ms",
-                                                  "p99_ms", "errors")}), flush=True)  # fmt: skip
+                                                  "p99_ms", "errors", "server_cpu_ms_per_request",
+                                                  "loadgen_cpu_ms_per_request")}), flush=True)  # fmt: skip
         details["curve"] = curve
-        # the headline: the highest offered load fully served (>= 95%, no error)
-        ok = [
+        # the headline: the highest offered load served in full (>= 95%, no error) within the
+        # target's p99; without one, the highest served in full whatever its p99
+        full = [
             c
             for c in curve
             if c["errors"] == 0 and c["requests_per_second"] >= 0.95 * c["offered_rps"]
         ]
-        head = max(ok, key=lambda c: c["offered_rps"]) if ok else curve[0]
+        fast = [c for c in full if c["p99_ms"] <= TARGET["p99_ms"]]
+        head = max(fast or full or curve[:1], key=lambda c: c["offered_rps"])
         soak_rate = args.soak_rate or head["offered_rps"] / 2
         rss0 = rss_mb(proc.pid)
-        soak = asyncio.run(open_loop(url, soak_rate, args.soak, load_users, item_ids, 5))
+        soak = run_async(open_loop(url, soak_rate, args.soak, load_users, item_ids, 5))
         rss1 = rss_mb(proc.pid)
         details["soak"] = {"seconds": args.soak, "rate": soak_rate, "rss_start_mb": rss0,
                            "rss_end_mb": rss1, **{k: soak[k] for k in ("errors", "requests",
                            "p50_ms", "p99_ms")}}  # fmt: skip
-    details["kill_drill"] = kill_drill(export, args.kill_after, work)
+    details["kill_drill"] = kill_drill(export, args.kill_after, work, args.backend)
     if args.weak_export:
         details["gated_swap"] = swap_demo(
-            export, Path(args.weak_export).resolve(), args.swap_rate, load_users, item_ids, work
+            export,
+            Path(args.weak_export).resolve(),
+            args.swap_rate,
+            load_users,
+            item_ids,
+            work,
+            args.backend,
         )
     details["loadavg_end"] = os.getloadavg()
     details["headline"] = (
-        f"highest offered load served in full (>= 95%, no error): {head['offered_rps']:.0f}/s"
+        f"offered {head['offered_rps']:.0f}/s: the highest load served in full (>= 95%, no error)"
+        + (f" with p99 <= {TARGET['p99_ms']:.0f} ms" if fast else " (none met the p99 target)")
     )
     result = {
         "requests_per_second": head["requests_per_second"],
@@ -420,15 +467,45 @@ def load_stage(args) -> None:
         details={args.name: details},
         ran_alone={args.name: args.ran_alone},
         target=TARGET,
+        curve={args.name: [{k: c[k] for k in CURVE_KEYS} for c in curve]},
         notes={args.name: args.note} if args.note else {},
     )
 
 
+def ef_sweep(index, x: np.ndarray, q: np.ndarray, efs: list[int], n_latency: int) -> list[dict]:
+    """HNSW recall@10 against exact search and one-query latency (one FAISS thread) for each
+    efSearch: the knob a deployment turns (`guim serve --ef-search`)."""
+    import faiss
+
+    from guim.index import IndexConfig, exact_search, recall_at_k, search, set_search_params
+
+    truth, _ = exact_search(x, q, 10)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    out = []
+    try:
+        for ef in efs:
+            set_search_params(index, IndexConfig(kind="hnsw", ef_search=ef))
+            found, _ = search(index, q, 10)
+            lat = []
+            for one in q[:n_latency]:
+                t0 = time.perf_counter()
+                index.search(np.ascontiguousarray(one[None]), 10)
+                lat.append((time.perf_counter() - t0) * 1000)
+            out.append({"ef_search": ef, "recall@10": recall_at_k(found, truth),
+                        "query_ms": float(np.mean(lat)),
+                        "query_p99_ms": float(np.percentile(lat, 99))})  # fmt: skip
+            print("  efSearch", json.dumps(out[-1]), flush=True)
+    finally:
+        faiss.omp_set_num_threads(before)
+    return out
+
+
 def index_stage(args) -> None:
-    from guim.index import IndexConfig, build_index, measure
+    from guim.index import IndexConfig, build_index, measure, set_search_params
     from guim.provenance import write_results
 
-    details, results = {"loadavg_start": os.getloadavg()}, {}
+    details, results, sweeps = {"loadavg_start": os.getloadavg()}, {}, {}
     for n in args.sizes:
         rng = np.random.default_rng(0)
         d = args.dim
@@ -453,6 +530,9 @@ def index_stage(args) -> None:
             results[name][kind] = {"recall@10": m["recall@10"], "query_ms": m["query_ms"]}
             details[name][kind] = {**m, "build_s": build_s, "params": cfg.to_dict(), "dim": d}
             print(name, kind, json.dumps(details[name][kind]), flush=True)
+            if kind == "hnsw" and args.ef_sweep:
+                sweeps[name] = ef_sweep(index, x, q, args.ef_sweep, args.latency_queries)
+                set_search_params(index, cfg)
             del index
     details["loadavg_end"] = os.getloadavg()
     out = {k: v for k, v in results.items() if k == "synthetic-1m"}
@@ -463,6 +543,7 @@ def index_stage(args) -> None:
         merge=True,
         index_details=extra,
         index_ran_alone=args.ran_alone,
+        **({"ef_search_sweep": sweeps} if sweeps else {}),
         notes={"index": args.note} if args.note else {},
     )
 
@@ -478,6 +559,7 @@ def main() -> None:
     a.add_argument("--hnsw-m", type=int, default=32)
     a.add_argument("--ef-construction", type=int, default=40)
     a.add_argument("--ef-search", type=int, default=128)
+    a.add_argument("--ef-sweep", default="16,32,64,128,256", help="efSearch values to sweep.")
     a.add_argument("--nlist", type=int, default=1024)
     a.add_argument("--nprobe", type=int, default=32)
     a.add_argument("--ran-alone", action="store_true", help="Record that it held the CPU lock.")
@@ -493,12 +575,14 @@ def main() -> None:
     b.add_argument("--kill-after", type=float, default=5)
     b.add_argument("--recall-users", type=int, default=300)
     b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--backend", default="onnx", help="User encoder: torch or onnx.")
     b.add_argument("--ran-alone", action="store_true", help="Record that it held the CPU lock.")
     for q in (a, b):
         q.add_argument("--note", default="", help="A sentence recorded under notes.")
     args = p.parse_args()
     if args.stage == "index":
         args.sizes = [int(s) for s in args.sizes.split(",")]
+        args.ef_sweep = [int(e) for e in args.ef_sweep.split(",") if e]
         index_stage(args)
     else:
         args.rates = [float(r) for r in args.rates.split(",")]

@@ -224,3 +224,26 @@ def test_micro_batching_matches_one_at_a_time(client):
         batcher.close()
     for h, v in zip(histories, batched, strict=True):
         np.testing.assert_allclose(v, model.user_vectors([h])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_micro_batching_from_the_event_loop_matches_one_at_a_time(client):
+    """Coroutines awaiting `embed_async` together land in shared batches and get their own
+    vectors back (resolved on their loop by the worker thread)."""
+    import asyncio
+
+    from guim.serve.batching import UserBatcher
+
+    model = client.app.state.service.model
+    histories = [model.base_history(u) for u in list(model.base_users)[:40]]
+    batcher = UserBatcher(max_batch=16)
+
+    async def all_at_once() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.embed_async(model, h) for h in histories))
+
+    try:
+        batched = asyncio.run(all_at_once())
+    finally:
+        batcher.close()
+    for h, v in zip(histories, batched, strict=True):
+        np.testing.assert_allclose(v, model.user_vectors([h])[0], rtol=1e-5, atol=1e-5)
+    assert len({v.tobytes() for v in batched}) > 1
