@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "distill.json"
 MODELS = (
     "minilm-half-depth",
+    "minilm-half-depth-no-distill",
     "minilm-half-width",
     "bert2dnn",
     "bert2dnn-stacked",
@@ -70,6 +71,26 @@ def describe(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def markdown_table(path: Path) -> str:
+    """The README table: one row per dataset and model of a recorded distill.json."""
+    from guim.io import read_json
+
+    rows = [
+        "| dataset | model | test NDCG@10 | HR@10 | retained | FLOPs / teacher | p50 ms | p99 ms "
+        "| p50 speed-up | trained |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, models in read_json(path)["results"].items():
+        for name, r in models.items():
+            trained = f"{r['epochs_run']} epochs, {r['train_seconds'] / 60:.1f} min"
+            rows.append(
+                f"| {ds} | {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['retained']:.2f} "
+                f"| {r['flops_fraction']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
+                f"| {r['p50_speedup']:.1f}x | {trained} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     from guim.data.dataset import Dataset
     from guim.embed import load_run
@@ -78,14 +99,20 @@ def main() -> None:
     from guim.provenance import write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", type=Path, required=True, help="the teacher's run directory")
-    p.add_argument("--runs", type=Path, required=True, help="directory of the student runs")
+    p.add_argument("--table", action="store_true", help="print --out as a Markdown table")
+    p.add_argument("--teacher", type=Path, help="the teacher's run directory")
+    p.add_argument("--runs", type=Path, help="directory of the student runs")
     p.add_argument("--repeats", type=int, default=400, help="batch-1 calls per model")
     p.add_argument("--quality-only", action="store_true", help="test metrics only (cached)")
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--merge", action="store_true")
     args = p.parse_args()
+    if args.table:
+        print(markdown_table(args.out))
+        return
+    if args.teacher is None or args.runs is None:
+        p.error("--teacher and --runs are required")
 
     dataset = Dataset(read_json(args.teacher / "dataset.json")["path"])
     dirs = {"teacher": args.teacher}
