@@ -141,8 +141,8 @@ def test_attention_kernels_agree():
 @pytest.mark.parametrize("chunk", [1, 3, 7, 100])
 def test_fused_full_softmax_matches_info_nce_in_value_and_gradients(chunk):
     """The fused, chunked full softmax is the same loss with the same gradients as the plain
-    one, for any chunk size (including chunks that do not divide the rows), and the masked
-    form (unknown items left out) equals masking their scores."""
+    one, for any chunk size (including chunks that do not divide the rows), with blocked
+    candidates (padding, items unknown in training) scored and updated as masked ones."""
     torch.manual_seed(0)
     users, items = torch.randn(7, 5, dtype=torch.float64), torch.randn(11, 5, dtype=torch.float64)
     positive = torch.tensor([1, 4, 10, 4, 2, 7, 9])
@@ -157,11 +157,13 @@ def test_fused_full_softmax_matches_info_nce_in_value_and_gradients(chunk):
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(u2.grad, u1.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(i2.grad, i1.grad, rtol=1e-10, atol=1e-12)
-    assert not i2.grad[~allowed].any()  # left out, not just masked
+    assert not i2.grad[~allowed].any()  # blocked items get no gradient
     u3, i3 = users.clone().requires_grad_(), items.clone().requires_grad_()
-    full_softmax_nce(u3, i3, positive, 0.3, chunk).backward()
+    full_softmax_nce(u3, i3, positive, 0.3, allowed, chunk).backward()
+    torch.testing.assert_close(u3.grad, u1.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(i3.grad, i1.grad, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda u, i: full_softmax_nce(u, i, positive, 0.3, chunk), (u3, i3)
+        lambda u, i: full_softmax_nce(u, i, positive, 0.3, allowed, chunk), (u3, i3)
     )
 
 

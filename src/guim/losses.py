@@ -57,6 +57,7 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
         users: torch.Tensor,
         items: torch.Tensor,
         positive: torch.Tensor,
+        blocked: torch.Tensor | None,
         temperature: float,
         chunk: int,
     ) -> torch.Tensor:
@@ -74,6 +75,8 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
                 pos = positive[start : start + chunk]
                 rows = torch.arange(len(pos), device=users.device)
                 logits = u @ items.T  # (c, C)
+                if blocked is not None:  # a few columns: cheaper than gathering the others
+                    logits.index_fill_(1, blocked, float("-inf"))
                 log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place, row by row
                 total -= log_probs[rows, pos].sum(dtype=torch.float64)
                 probs = log_probs.exp_()  # softmax, in place
@@ -94,6 +97,7 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -102,14 +106,19 @@ def full_softmax_nce(
     items: torch.Tensor,
     positive: torch.Tensor,
     temperature: float = 1.0,
+    allowed: torch.Tensor | None = None,
     chunk: int = 128,
 ) -> torch.Tensor:
-    """`info_nce(users @ items.T, positive, temperature=temperature)` for users (P, D) and every
-    candidate item (C, D), fused and computed `chunk` rows at a time (see the module docstring).
-    Leave masked candidates out of `items` (and re-index `positive`) instead of masking."""
+    """`info_nce(users @ items.T, positive, temperature=temperature, allowed=allowed)` for users
+    (P, D) and every candidate item (C, D), `allowed` (C,) bool or None, fused and computed
+    `chunk` rows at a time (see the module docstring). A blocked candidate gets no score and no
+    gradient."""
     if not users.requires_grad and not items.requires_grad:  # no gradients wanted
-        return info_nce(users @ items.T, positive, temperature=temperature)
-    return _FusedSoftmaxNCE.apply(users, items, positive, temperature, chunk)
+        return info_nce(users @ items.T, positive, temperature=temperature, allowed=allowed)
+    blocked = None
+    if allowed is not None and not bool(allowed.all()):
+        blocked = (~allowed).nonzero().squeeze(1)
+    return _FusedSoftmaxNCE.apply(users, items, positive, blocked, temperature, chunk)
 
 
 def interest_info_nce(
@@ -136,11 +145,7 @@ def interest_info_nce(
         return info_nce(scores, positive, log_q, temperature, allowed)
     user = nearest_interest(users, items[positive])  # (P, D)
     if log_q is None and (allowed is None or allowed.dim() == 1):  # the full softmax: fused
-        if allowed is not None and not bool(allowed.all()):
-            # leave the masked candidates out instead of masking their scores
-            positive = (allowed.long().cumsum(0) - 1)[positive]
-            items = items[allowed]
-        return full_softmax_nce(user, items, positive, temperature)
+        return full_softmax_nce(user, items, positive, temperature, allowed)
     return info_nce(user @ items.T, positive, log_q, temperature, allowed)
 
 
