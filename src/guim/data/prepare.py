@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from guim.data.dataset import repeats_earlier
-from guim.data.raw import ROW, RawData, Table
+from guim.data.raw import ROW, RawData, Table, harmonise_id_type
 from guim.data.schema import (
     EVENT,
     EVENT_ALIASES,
@@ -97,8 +97,8 @@ def prepare(
         events = _normalise_events(events, raw)
         items_df = _validate_side_table(raw.items, ITEM_ID, "item")
         users_df = _validate_side_table(raw.users, USER_ID, "user")
-        events, items_df = _harmonise_ids(events, items_df, ITEM_ID)
-        events, users_df = _harmonise_ids(events, users_df, USER_ID)
+        events, items_df = harmonise_id_type(events, items_df, ITEM_ID)
+        events, users_df = harmonise_id_type(events, users_df, USER_ID)
 
         steps.start("mapping ids")
         item_vocab = _build_vocab(events, items_df, ITEM_ID, raw, "item_idx")
@@ -243,19 +243,6 @@ def _collect_events(raw: RawData) -> pl.DataFrame:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         files = ", ".join(raw.events_locator.files[:3])
         raise DataError(files, f"cannot read the events: {reason}") from None
-
-
-def _harmonise_ids(
-    events: pl.DataFrame, side: pl.DataFrame | None, key: str
-) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Give the events and a side table one id type: text on both sides when they differ, so
-    that 7 and "007" stay different ids (and an event on 7 is reported as unknown)."""
-    if side is None or side[key].dtype == events[key].dtype:
-        return events, side
-    return (
-        events.with_columns(pl.col(key).cast(pl.String)),
-        side.with_columns(pl.col(key).cast(pl.String)),
-    )
 
 
 def _first_bad(mask: pl.Series) -> int | None:
@@ -440,7 +427,7 @@ def _build_vocab(
 ) -> pl.DataFrame:
     """Raw id -> index (1..n) table, ids sorted in their own type (numbers numerically)."""
     if side is not None and key == ITEM_ID:
-        ids = side[key]  # same dtype as the events' ids (_harmonise_ids)
+        ids = side[key]  # same dtype as the events' ids (harmonise_id_type)
         unknown = _first_bad(~events[key].is_in(ids.implode()))
         if unknown is not None:
             raise raw.events_locator.error(

@@ -75,3 +75,17 @@ class RawData:
     timestamps_are_positions: bool = False
     # extra files to copy into the dataset dir's truth/ folder (synthetic ground truth)
     truth_files: list[Path] = field(default_factory=list)
+
+
+def harmonise_id_type(
+    events: pl.DataFrame, side: pl.DataFrame | None, key: str
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Give the events and a side table one type for the id column `key`: text on both sides
+    when they differ, so that 7 and "007" stay different ids (an event on 7 is then reported as
+    an unknown item, never silently matched to "007")."""
+    if side is None or side.schema[key] == events.schema[key]:
+        return events, side
+    return (
+        events.with_columns(pl.col(key).cast(pl.String)),
+        side.with_columns(pl.col(key).cast(pl.String)),
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from guim.data.raw import ROW, Locator, RawData, Table
+from guim.data.raw import ROW, Locator, RawData, Table, harmonise_id_type
 from guim.data.schema import (
     EVENT,
     EVENT_COLUMNS,
@@ -211,15 +211,13 @@ def normalise_ids(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
 def harmonise_ids(
     events: pl.DataFrame, items: Table | None, users: Table | None
 ) -> tuple[pl.DataFrame, Table | None, Table | None]:
-    """Give the events and each side table one id type: text in both when either is text
-    (events with ids 1, 2 against an item table holding "007" compare as "1", "2", "007")."""
+    """`guim.data.raw.harmonise_id_type` for the item and the user table."""
     tables = {ITEM_ID: items, USER_ID: users}
     for key, table in tables.items():
-        if table is None or table.frame.schema[key] == events.schema[key]:
-            continue
-        events = events.with_columns(pl.col(key).cast(pl.String))
-        frame = table.frame.with_columns(pl.col(key).cast(pl.String))
-        tables[key] = Table(frame, table.locator)
+        if table is not None:
+            events, frame = harmonise_id_type(events, table.frame, key)
+            assert frame is not None
+            tables[key] = Table(frame, table.locator)
     return events, tables[ITEM_ID], tables[USER_ID]
 
 
