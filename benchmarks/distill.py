@@ -71,6 +71,15 @@ def describe(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def finish(results: dict[str, Any]) -> None:
+    """Add retained, flops_fraction and p50_speedup (each over the teacher's) to every row."""
+    teacher = results["teacher"]
+    for row in results.values():
+        row["retained"] = round(row["NDCG@10"] / teacher["NDCG@10"], 4)
+        row["flops_fraction"] = round(row["flops_per_user"] / teacher["flops_per_user"], 4)
+        row["p50_speedup"] = round(teacher["p50_ms"] / row["p50_ms"], 2)
+
+
 def markdown_table(path: Path) -> str:
     """The README table: one row per dataset and model of a recorded distill.json."""
     from guim.io import read_json
@@ -84,11 +93,46 @@ def markdown_table(path: Path) -> str:
         for name, r in models.items():
             trained = f"{r['epochs_run']} epochs, {r['train_seconds'] / 60:.1f} min"
             rows.append(
-                f"| {ds} | {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['retained']:.2f} "
+                f"| {ds} | {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['retained']:.3f} "
                 f"| {r['flops_fraction']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
                 f"| {r['p50_speedup']:.1f}x | {trained} |"
             )
     return "\n".join(rows)
+
+
+# --latency-from: the row of benchmarks/results/latency.json with each model's shape
+SHAPES = {
+    "teacher": "teacher",
+    "minilm-half-depth": "minilm-half-depth-shape",
+    "minilm-half-depth-no-distill": "minilm-half-depth-shape",
+    "minilm-half-width": "minilm-half-width-shape",
+    "bert2dnn": "bert2dnn-shape",
+    "bert2dnn-stacked": "bert2dnn-shape",
+    "bert2dnn-no-temperature": "bert2dnn-shape",
+}
+
+
+def recorded(dirs: dict[str, Path], latency: Path) -> dict[str, Any]:
+    """Rows without measuring anything here: test metrics from each run's metrics.json (the
+    same protocol as guim.evaluate), FLOPs and batch-1 ONNX one-thread latency from the rows
+    of a latency.json measured for the same shapes (latency depends on shapes, not weights)."""
+    from guim.io import read_json
+
+    shapes = read_json(latency)["results"]["beauty"]
+    rows = {}
+    for name, d in dirs.items():
+        test, shape = read_json(d / "metrics.json")["test"], shapes[SHAPES[name]]
+        rows[name] = {
+            "NDCG@10": test["NDCG@10"],
+            "HR@10": test["HR@10"],
+            "flops_per_user": shape["flops_per_user"],
+            "parameters": shape["parameters"],
+            "p50_ms": shape["p50_ms"],
+            "p99_ms": shape["p99_ms"],
+            "latency_source": f"{latency.name}: {SHAPES[name]}",
+            **describe(d),
+        }
+    return rows
 
 
 def main() -> None:
@@ -104,6 +148,12 @@ def main() -> None:
     p.add_argument("--runs", type=Path, help="directory of the student runs")
     p.add_argument("--repeats", type=int, default=400, help="batch-1 calls per model")
     p.add_argument("--quality-only", action="store_true", help="test metrics only (cached)")
+    p.add_argument(
+        "--latency-from",
+        type=Path,
+        help="measure nothing: test metrics from metrics.json, FLOPs and latency from this "
+        "latency.json's rows of the same shapes",
+    )
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--merge", action="store_true")
@@ -117,6 +167,27 @@ def main() -> None:
     dataset = Dataset(read_json(args.teacher / "dataset.json")["path"])
     dirs = {"teacher": args.teacher}
     dirs |= {m: args.runs / m for m in MODELS if (args.runs / m / "metrics.json").exists()}
+    if args.latency_from is not None:
+        results = recorded(dirs, args.latency_from)
+        finish(results)
+        source = read_json(args.latency_from)
+        write_results(
+            args.out,
+            {dataset.name: results},
+            merge=args.merge,
+            setting=(
+                "NDCG@10 / HR@10: test split, full ranking over the catalogue, history masked "
+                "(each run's metrics.json, written by guim train); retained = NDCG@10 / the "
+                "teacher's; flops_per_user, p50_ms, p99_ms: NOT measured on these runs but "
+                f"copied from {args.latency_from} (rows named in latency_source: the same "
+                "shapes with untrained weights, batch 1, ONNX Runtime, one thread; its "
+                f"command: {source['command']}; {source.get('alone')}); p50_speedup = the "
+                "teacher's p50 / the model's"
+            ),
+            note=args.note,
+        )
+        print(f"wrote {args.out}")
+        return
     runs = {name: load_run(d) for name, d in dirs.items()}
     quality = {}
     for name, run in runs.items():
@@ -148,11 +219,7 @@ def main() -> None:
             **describe(dirs[name]),
         }
         print(f"{name}: p50 {stats['p50']} ms, p99 {stats['p99']} ms", flush=True)
-    teacher = results["teacher"]
-    for row in results.values():
-        row["retained"] = round(row["NDCG@10"] / teacher["NDCG@10"], 4)
-        row["flops_fraction"] = round(row["flops_per_user"] / teacher["flops_per_user"], 4)
-        row["p50_speedup"] = round(teacher["p50_ms"] / row["p50_ms"], 2)
+    finish(results)
 
     exclusive, wrapper = held_lock()
     write_results(
