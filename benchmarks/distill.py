@@ -36,7 +36,7 @@ MODELS = (
 )
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from latency import LOCK, flops_per_user, held_lock, percentiles  # noqa: E402
+from latency import flops_per_user, held_lock, lock_record, percentiles  # noqa: E402
 
 
 def test_metrics(run: Any, run_dir: Path, dataset: Any) -> dict[str, float]:
@@ -235,15 +235,7 @@ def main() -> None:
             "one intra-op thread, after a warm-up; p50_speedup = the teacher's p50 / the model's"
         ),
         note=args.note,
-        exclusive_cpu_lock=exclusive,
-        alone=(
-            f"timing run under `flock -x {LOCK}`, alone on the CPUs"
-            if exclusive
-            else f"NOT run under `flock -x {LOCK}`: other jobs may have shared the CPUs"
-        ),
-        load_average_before=[round(x, 2) for x in load_before],
-        load_average_after=[round(x, 2) for x in os.getloadavg()],
-        timing_seconds=round(time.perf_counter() - t_start, 1),
+        **lock_record(exclusive, load_before, t_start),
     )
     print(f"wrote {args.out}")
 

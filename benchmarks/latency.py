@@ -43,6 +43,22 @@ def held_lock() -> tuple[bool, str | None]:
     return exclusive, shlex.join(argv) if is_flock else None
 
 
+def lock_record(exclusive: bool, load_before: tuple[float, ...], t_start: float) -> dict[str, Any]:
+    """What a timing results file says about how it was run: under the exclusive CPU lock or
+    not, the load averages around it and how long the timing took."""
+    return {
+        "exclusive_cpu_lock": exclusive,
+        "alone": (
+            f"run under `flock -x {LOCK}`, alone on the CPUs"
+            if exclusive
+            else f"NOT run under `flock -x {LOCK}`: other jobs may have shared the CPUs"
+        ),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "timing_seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
 def shape_students(run: Any, mlp_recent: int, mlp_hidden: tuple[int, ...]) -> dict[str, Any]:
     """Untrained models of the students' shapes around the teacher run (a GuimRun each)."""
     from guim.embed import GuimRun
@@ -234,15 +250,7 @@ def main() -> None:
         ),
         note=(args.note + " " if args.note else "")
         + "Latency depends on the model's shapes, not on how long it trained.",
-        exclusive_cpu_lock=exclusive,
-        alone=(
-            f"run under `flock -x {LOCK}`, alone on the CPUs"
-            if exclusive
-            else f"NOT run under `flock -x {LOCK}`: other jobs may have shared the CPUs"
-        ),
-        load_average_before=[round(x, 2) for x in load_before],
-        load_average_after=[round(x, 2) for x in os.getloadavg()],
-        timing_seconds=round(time.perf_counter() - t_start, 1),
+        **lock_record(exclusive, load_before, t_start),
     )
     print(f"wrote {args.out}")
 
