@@ -40,8 +40,10 @@ def run(
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - t0
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    metrics = json.loads((out / "metrics.json").read_text())
+    from guim.checkpoint import read_log
+    from guim.io import read_json
+
+    log, metrics = read_log(out), read_json(out / "metrics.json")
     return {"log": log, "metrics": metrics, "wall_seconds": round(wall, 1)}
 
 

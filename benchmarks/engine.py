@@ -97,8 +97,10 @@ def train_child(
     )
     wall = time.perf_counter() - t0
     child = json.loads(report.read_text())
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    metrics = json.loads((out / "metrics.json").read_text())
+    from guim.checkpoint import read_log
+    from guim.io import read_json
+
+    log, metrics = read_log(out), read_json(out / "metrics.json")
     epochs = [r["train_seconds"] for r in log]
     return {
         "epoch_seconds": round(sum(epochs) / len(epochs), 2),
