@@ -119,8 +119,11 @@ class GuimRun:
         histories = self.as_sequences(histories, events, timestamps)
         # batches of similar length, each padded only to its longest history
         order = np.argsort(histories.lengths, kind="stable")
+        # a loaded run is in eval mode from `load_run` on, so serving pays no per-call walk over
+        # the modules; a model handed over mid-training (validation) is switched and restored
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         device = next(self.model.parameters()).device
         k, d = self.cfg.model.n_interests, self.cfg.model.dim
         out = np.zeros((len(histories), k, d), dtype=np.float32)
@@ -137,7 +140,8 @@ class GuimRun:
                     .cpu()
                     .numpy()
                 )
-        self.model.train(was_training)
+        if was_training:
+            self.model.train()
         return out
 
     def as_sequences(

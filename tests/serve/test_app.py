@@ -3,6 +3,7 @@ fallback, cold items, caps, admin auth and the gated model swap."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -206,6 +207,45 @@ def test_gated_swap(client, good_run, weak_run, export_dir):
     assert swapped["gate_set"] == "export-valid" and swapped["gate_cases"] > 0
     models = client.get("/admin/models", headers=AUTH).json()
     assert models["live"]["source"] == str(good_run)
+
+
+def test_a_swap_reaches_every_app_on_the_model_pointer(export_dir, good_run, tmp_path):
+    """Two apps on one model pointer, as two worker processes: a swap made on one is served by
+    the other once it is loaded (never a half-loaded model), listed among its candidates, and an
+    app started afterwards starts on the swapped-in model."""
+    candidate = shutil.copytree(good_run, tmp_path / "good-v2")  # same weights, new version
+
+    def app():
+        return create_app(
+            ServeSettings(
+                source=export_dir,
+                store=f"sqlite:///{tmp_path / 'events.db'}",
+                admin_token=TOKEN,
+                gate_min_cases=10_000,
+                model_pointer=tmp_path / "live-model.json",
+                model_poll_seconds=0.05,
+            )
+        )
+
+    with TestClient(app()) as a, TestClient(app()) as b:
+        old = b.get("/ready").json()["model_version"]
+        r = a.post("/admin/models", json={"source": str(candidate)}, headers=AUTH)
+        assert _wait(a, r.json()["id"])["status"] == "swapped"
+        new = a.get("/ready").json()["model_version"]
+        assert new != old and new.startswith("good-v2-")
+        for _ in range(400):
+            served = b.get("/users/someone/recommendations").json()["model_version"]
+            assert served in (old, new)
+            if served == new:
+                break
+            time.sleep(0.05)
+        assert served == new, "the other app never served the swapped-in model"
+        listed = b.get("/admin/models", headers=AUTH).json()
+        assert listed["live"]["source"] == str(candidate)
+        assert listed["candidates"][-1]["status"] == "swapped"
+        assert "swapped in by worker" in listed["candidates"][-1]["reason"]
+        with TestClient(app()) as c:
+            assert c.get("/ready").json()["model_version"] == new
 
 
 def test_micro_batching_matches_one_at_a_time(client):

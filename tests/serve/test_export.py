@@ -133,3 +133,18 @@ def test_onnx_user_encoder_exported_and_served(good_run, tmp_path):
         seen = set(h[0])
         ra, rb = torch_model.retrieve(ua, 10, seen, set()), onnx_model.retrieve(ub, 10, seen, set())
         assert ra.item_ids[:5] == rb.item_ids[:5]
+
+
+def test_a_loaded_run_embeds_users_without_switching_modes(good_run, shop_dataset):
+    """`load_run` puts the model in eval mode once, so a served request pays no walk over the
+    modules; a model handed over mid-training (validation) is switched for the call and back."""
+    run = load_run(good_run)
+    histories = all_histories(Dataset(shop_dataset)).take(np.arange(20))
+    switches: list[bool] = []
+    run.model.train = lambda mode=True: switches.append(mode)  # eval() is train(False)
+    vectors = run.embed_users(histories)
+    del run.model.train
+    assert switches == [] and not run.model.training
+    run.model.train()
+    np.testing.assert_array_equal(run.embed_users(histories), vectors)
+    assert all(m.training for m in run.model.modules()), "training mode restored"

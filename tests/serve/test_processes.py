@@ -1,6 +1,7 @@
-"""Real processes: one `guim serve` (uvicorn) on loopback, two replicas on one real redis-server
-(an event posted to one is in the other's next answer), and kill -9 while events are posted
-(every acknowledged event is in the store after a restart, none twice)."""
+"""Real processes: one `guim serve` (uvicorn) on loopback, a gated swap reaching both workers of
+`--workers 2`, two replicas on one real redis-server (an event posted to one is in the other's
+next answer), and kill -9 while events are posted (every acknowledged event is in the store
+after a restart, none twice)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -39,10 +42,12 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def server(source: Path, store: str, cli: bool = False):
-    """A serving process on a free loopback port: `guim serve` or plain `uvicorn --factory`."""
+def server(source: Path, store: str, cli: bool = False, workers: int = 1, **settings: str):
+    """A serving process on a free loopback port: `guim serve` or plain `uvicorn --factory`
+    (with `workers` worker processes; `settings` as GUIM_SERVE_* variables)."""
     port = free_port()
     env = {**os.environ, "GUIM_SERVE_SOURCE": str(source), "GUIM_SERVE_STORE": store}
+    env |= {f"GUIM_SERVE_{k.upper()}": v for k, v in settings.items()}
     if cli:
         cmd = [
             sys.executable,
@@ -66,6 +71,8 @@ def server(source: Path, store: str, cli: bool = False):
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -95,6 +102,56 @@ def test_one_real_uvicorn_process(export_dir, tmp_path):
         r = c.get("/users/someone/recommendations").json()
         assert r["fallback"] is None and item not in [x["item_id"] for x in r["items"]]
         assert "guim_requests_total" in c.get("/metrics").text
+
+
+def answers_by_worker(url: str, path: str, rounds: int = 24) -> list[dict]:
+    """`rounds` answers of `path`, 8 at a time, each on a new connection (so any worker of the
+    server may accept it)."""
+
+    def one(_) -> dict:
+        r = httpx.get(f"{url}{path}", timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(rounds)))
+
+
+def test_a_swap_reaches_every_worker(export_dir, good_run, tmp_path):
+    """`--workers 2`: a candidate posted to whichever worker takes the request is gated and
+    swapped there, and the other worker serves it too (through the model pointer); every
+    answer meanwhile is a 200 from the old model or the new one."""
+    candidate = shutil.copytree(good_run, tmp_path / "good-v2")  # same weights, new version
+    store = f"sqlite:///{tmp_path / 'ev.db'}"
+    opts = dict(admin_token="s3cret", gate_min_cases="10000", model_poll_seconds="0.1")
+    with server(export_dir, store, workers=2, **opts) as (url, proc):
+        try:
+            deadline = time.time() + 40
+            old: dict[int, str] = {}
+            while len(old) < 2 and time.time() < deadline:  # both workers up and answering
+                old |= {a["pid"]: a["model_version"] for a in answers_by_worker(url, "/ready")}
+            assert len(old) == 2, f"answers from workers {sorted(old)} only"
+            (before,) = set(old.values())
+            after = "good-v2-" + before.rsplit("-", 1)[1]  # the version names the weights' hash
+            r = httpx.post(
+                f"{url}/admin/models",
+                json={"source": str(candidate)},
+                headers={"Authorization": "Bearer s3cret"},
+            )
+            assert r.status_code == 202, r.text
+            new: dict[int, str] = {}
+            while time.time() < deadline:
+                for a in answers_by_worker(url, "/ready"):
+                    assert a["model_version"] in (before, after)
+                    new[a["pid"]] = a["model_version"]
+                if len(new) == 2 and before not in new.values():
+                    break
+                time.sleep(0.1)
+            assert set(new) == set(old), "the same two workers answered"
+            assert set(new.values()) == {after}, new
+        finally:  # the pointer lives in the temp directory, named by the supervisor process
+            for d in Path(tempfile.gettempdir()).glob(f"guim-serve-{proc.pid}-*"):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ recommendation of that user embeds the stored history through `guim.embed` (read
 
 A candidate model posted to /admin/models is evaluated in a background thread on a gate set and
 swapped in by one reference assignment only if it is not worse than the live model beyond the
-tolerance; a request keeps the model it started with.
+tolerance; a request keeps the model it started with. The swap reaches the other worker
+processes of the server through the model pointer (`guim.serve.pointer`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import gc
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -36,8 +38,10 @@ from prometheus_client import (
 )
 
 from guim.data.schema import event_code
+from guim.index import IndexConfig
 from guim.serve.batching import UserBatcher
 from guim.serve.model import History, Recommendation, ServedModel, load_model
+from guim.serve.pointer import Pointer, PointerWatcher, default_path, read_pointer, write_pointer
 from guim.serve.schemas import (
     CandidateOut,
     EmbeddingOut,
@@ -57,6 +61,7 @@ from guim.serve.settings import ServeSettings
 from guim.serve.store import EventStore, StoredEvent, open_store
 
 T = TypeVar("T")
+log = logging.getLogger("guim.serve")
 
 
 class Metrics:
@@ -99,6 +104,63 @@ class Service:
     admin_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics | None = None
     batcher: UserBatcher | None = None
+    index: IndexConfig | None = None  # search parameters of every model this service loads
+    pointer: Path | None = None  # the model pointer shared with the other workers
+    live_token: str | None = None  # the pointer token of the live model
+    swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self, source: str | Path) -> ServedModel:
+        """A model fully built (index, item side table) before anyone can serve it."""
+        model = load_model(source, self.index, self.settings.backend)
+        self.sync_items(model)
+        return model
+
+    def swap(self, model: ServedModel, record: CandidateOut) -> None:
+        """Make a candidate that passed the gate live here and, through the pointer, in every
+        worker (written first: a swap that cannot reach them does not happen here either)."""
+        pointer = Pointer(
+            source=str(model.source), version=model.version, candidate=record.model_dump()
+        )
+        with self.swap_lock:
+            if self.pointer is not None:
+                write_pointer(self.pointer, pointer)
+            self._install(model, pointer.token)
+
+    def adopt(self, pointer: Pointer) -> None:
+        """Serve the model another worker swapped in (called by the pointer watcher)."""
+        with self.swap_lock:
+            if pointer.token == self.live_token:
+                return
+        model = self.load(pointer.source)
+        with self.swap_lock:
+            latest = read_pointer(self.pointer) if self.pointer is not None else pointer
+            if latest is None or latest.token != pointer.token:
+                return  # superseded while loading: the watcher hands over the newer one
+            self._install(model, pointer.token)
+        self.record_adopted(pointer)
+
+    def record_adopted(self, pointer: Pointer) -> None:
+        """List another worker's swap among this worker's candidates."""
+        if pointer.candidate is None:
+            return
+        with self.admin_lock:
+            self.candidates.append(
+                CandidateOut(
+                    **{
+                        **pointer.candidate,
+                        "id": len(self.candidates) + 1,
+                        "reason": f"swapped in by worker {pointer.pid}",
+                    }
+                )
+            )
+
+    def _install(self, model: ServedModel, token: str) -> None:
+        """The swap itself, with swap_lock held: one reference assignment."""
+        self.model = model
+        self.live_token = token
+        gc.freeze()  # as at start-up: the new model's objects leave the collector's passes
+        if self.metrics is not None:
+            self.metrics.model.info({"version": model.version})
 
     def embed(self, model: ServedModel, history: History) -> np.ndarray:
         """(K, D) vectors of one history: micro-batched with concurrent requests when enabled."""
@@ -336,7 +398,7 @@ def add_item(body: ItemIn, svc: ServiceDep, response: Response) -> ItemOut:
 @router.get("/health", response_model=Health, tags=["ops"])
 def health() -> Health:
     """The process is up."""
-    return Health(status="ok")
+    return Health(status="ok", pid=os.getpid())
 
 
 @router.get("/ready", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
@@ -346,8 +408,10 @@ def ready(svc: ServiceDep, response: Response) -> Health:
         svc.store.count()
     except Exception:
         response.status_code = 503
-        return Health(status="store unavailable", model_version=svc.model.version)
-    return Health(status="ready", model_version=svc.model.version, store=svc.store.url)
+        return Health(status="store unavailable", model_version=svc.model.version, pid=os.getpid())
+    return Health(
+        status="ready", model_version=svc.model.version, store=svc.store.url, pid=os.getpid()
+    )
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)
@@ -456,7 +520,7 @@ def _evaluate_candidate(svc: Service, cand_id: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     try:
         live = svc.model
-        candidate = load_model(cand.source, backend=svc.settings.backend)
+        candidate = load_model(cand.source, svc.index, svc.settings.backend)
         if len(candidate.item_ids) != len(live.item_ids) or any(
             a != b for a, b in zip(candidate.item_ids[1:], live.item_ids[1:], strict=True)
         ):
@@ -483,10 +547,7 @@ def _evaluate_candidate(svc: Service, cand_id: int) -> None:
             )
             return
         svc.sync_items(candidate)
-        svc.model = candidate  # one reference assignment: the swap
-        gc.freeze()  # as at start-up: the new model's objects leave the collector's passes
-        if svc.metrics is not None:
-            svc.metrics.model.info({"version": candidate.version})
+        svc.swap(candidate, cand.model_copy(update=dict(status="swapped", **figures)))
         update(status="swapped", **figures)
     except Exception as e:  # a bad candidate must never take the service down
         update(status="failed", reason=f"{type(e).__name__}: {e}")
@@ -536,24 +597,49 @@ def create_app(settings: ServeSettings) -> FastAPI:
             import faiss
 
             faiss.omp_set_num_threads(settings.torch_threads)  # one query per request
-        from guim.index import IndexConfig
-
         index = None
         if settings.ef_search or settings.nprobe:
             index = IndexConfig(ef_search=settings.ef_search or 128, nprobe=settings.nprobe or 32)
-        model = load_model(settings.source, index, settings.backend)
+        pointer = settings.model_pointer or default_path(settings.source, settings.store_url())
+        live = read_pointer(pointer) if pointer is not None else None
+        model = None
+        if live is not None:  # a worker started after a swap serves the swapped-in model
+            try:
+                model = load_model(live.source, index, settings.backend)
+            except Exception:
+                log.exception(
+                    "could not load the live model %s; serving %s", live.source, settings.source
+                )
+                live = None
+        if model is None:
+            model = load_model(settings.source, index, settings.backend)
         store = open_store(settings.store_url())
         batcher = UserBatcher(settings.batch_users) if settings.batch_users else None
-        service = Service(settings=settings, store=store, model=model, batcher=batcher)
+        service = Service(
+            settings=settings,
+            store=store,
+            model=model,
+            batcher=batcher,
+            index=index,
+            pointer=pointer,
+            live_token=live.token if live is not None else None,
+        )
         service.metrics = Metrics(service)
         service.metrics.model.info({"version": model.version})
         service.sync_items(model)
+        if live is not None:
+            service.record_adopted(live)
         app.state.service = service
+        watcher = None
+        if pointer is not None:
+            watcher = PointerWatcher(pointer, service.adopt, settings.model_poll_seconds)
         # the loaded model is millions of long-lived objects: keep them out of the collector's
         # full passes, which otherwise stall every request for tens of ms now and then
         gc.collect()
         gc.freeze()
         yield
+        if watcher is not None:
+            watcher.close()
         if batcher is not None:
             batcher.close()
         store.close()

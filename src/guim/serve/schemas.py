@@ -137,3 +137,4 @@ class Health(BaseModel):
     status: str
     model_version: str | None = None
     store: str | None = None
+    pid: int | None = Field(None, description="The worker process that answered.")

@@ -37,6 +37,15 @@ class ServeSettings(BaseSettings):
     batch_users: int = Field(
         64, ge=0, description="Concurrent histories embedded in one forward pass (0 = off)."
     )
+    model_pointer: Path | None = Field(
+        None,
+        description="File naming the live model, written on a swap and watched by every worker "
+        "(default with --workers N > 1: one per server in the temp directory; none in one "
+        "process). Set it to keep a swap across restarts.",
+    )
+    model_poll_seconds: float = Field(
+        0.5, gt=0, description="How often each worker checks the model pointer."
+    )
 
     def store_url(self) -> str:
         if self.store:
