@@ -75,7 +75,11 @@ def test_bert2dnn_student_is_an_ordinary_run_for_eval_and_bench(shop, tmp_path):
 
     res = runner.invoke(app, ["eval", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    assert 0.0 < json.loads(res.output[res.output.index("{") :])["guim"]["HR@10"] <= 1.0
+    # `guim eval` scores the student as any run: the test figures its training recorded
+    scored = json.loads(res.output[res.output.index("{") :])["guim"]
+    recorded_test = json.loads((out / "metrics.json").read_text())["test"]
+    assert scored["HR@10"] == pytest.approx(recorded_test["HR@10"], abs=1e-12)
+    assert scored["NDCG@10"] == pytest.approx(recorded_test["NDCG@10"], abs=1e-12)
     bench_dir = tmp_path / "bench"
     res = runner.invoke(
         app, ["bench", str(out), "--baselines", "popularity", "--tasks", "next_item", "-o",
@@ -84,7 +88,7 @@ def test_bert2dnn_student_is_an_ordinary_run_for_eval_and_bench(shop, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads((bench_dir / "bench.json").read_text())
     scores = next(iter(doc["results"].values()))["student"]
-    assert scores["next_item/NDCG@10"] > 0
+    assert scores["next_item/NDCG@10"] == pytest.approx(recorded_test["NDCG@10"], abs=1e-9)
 
 
 def _term(cfg, ds: Path, teachers: list[Path], student_seed: int = 0) -> tuple:
@@ -137,10 +141,12 @@ def test_minilm_term_is_zero_for_a_student_copied_from_its_teacher(shop):
     _, ds, (teacher, _) = shop
     cfg = student_config([teacher], "minilm", ["train.threads=1"])
     *_, same = _term(cfg, ds, [teacher])
-    assert same.abs().item() < 1e-6
+    assert same.abs().item() < 1e-7
     cfg = replace(cfg, distill=replace(cfg.distill, init_from_teacher=False))
     *_, fresh = _term(cfg, ds, [teacher])
-    assert fresh.item() > 1e-3
+    # the tiny teacher's attention is still near uniform, as a fresh student's: the term is small
+    # (~2e-4 here) but three orders of magnitude above a copied student's
+    assert fresh.item() > 1000 * max(same.abs().item(), 1e-8)
 
 
 def test_mlp_student_reproduces_the_teachers_scores_on_an_overfit_case(shop):

@@ -19,6 +19,7 @@ from guim.models.mlp import MLPConfig, MLPStudent
 from guim.models.tokens import ItemTables
 
 MARGIN = 0.02  # teacher top-1 leads by at least this: not a near-tie
+TEMPERATURE = 0.05  # of the soft labels the student is trained on
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def make_student(run, dataset: Dataset, mlp: MLPConfig) -> MLPStudent:
 def test_student_reproduces_the_teachers_top_items_on_an_overfit_case(teacher, mlp):
     """60 prefixes labelled by the teacher (its softened scores over the whole catalogue); the
     student, trained on those soft labels only, ranks the teacher's top-1 item first wherever
-    the teacher's choice is not a near-tie (margin >= 0.02), and on >= 90% of all prefixes."""
+    the teacher's choice is not a near-tie (margin >= 0.02), and elsewhere an item the teacher
+    scores within the soft labels' temperature of its top-1."""
     run, dataset = teacher
     torch.manual_seed(0)
     histories = prefixes(dataset.train_sequences(), 60)
@@ -92,7 +94,7 @@ def test_student_reproduces_the_teachers_top_items_on_an_overfit_case(teacher, m
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=0.03)
     for _ in range(200):
         scores = student.score(student.user_vectors(*inputs), student.item_vectors())
-        loss = score_kl(target, scores, temperature=0.05, mask=mask)
+        loss = score_kl(target, scores, temperature=TEMPERATURE, mask=mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -103,7 +105,10 @@ def test_student_reproduces_the_teachers_top_items_on_an_overfit_case(teacher, m
     agree = student_top == teacher_scores.argmax(dim=1)
     assert clear.sum() >= 30, "the teacher should have a clear favourite on most prefixes"
     assert agree[clear].all()
-    assert agree.float().mean() >= 0.9
+    # elsewhere it picks an item the teacher scores within the soft labels' temperature of its
+    # favourite (items closer than that are barely told apart by the KL at that temperature)
+    picked = teacher_scores.gather(1, student_top[:, None])[:, 0]
+    assert (picked >= top2[:, 0] - TEMPERATURE).all(), (top2[:, 0] - picked)[~agree].tolist()
 
 
 def test_every_prefix_state_is_the_user_vector_of_that_prefix(teacher):

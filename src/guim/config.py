@@ -73,6 +73,9 @@ class ModelConfig:
     ffn_dim: int = 256
     dropout: float = 0.5  # embedding, residual and feed-forward dropout
     attn_dropout: float = 0.5
+    # how CPU dropout masks are drawn (guim.models.dropout): "pcg64" (numpy, ~3x faster) or
+    # "torch" (torch's bernoulli_, as guim drew them before); attention dropout is always torch's
+    dropout_masks: Literal["pcg64", "torch"] = "pcg64"
     # Mixture of Representations: K interest vectors per user (K = 1: a single vector)
     n_interests: int = 1
     interest_score: Literal["max", "softmax"] = "max"  # how K dot products become one score

@@ -21,6 +21,7 @@ from torch import nn
 
 from guim.config import DataConfig, ModelConfig
 from guim.models import build_encoder
+from guim.models.dropout import Dropout
 from guim.models.mor import InterestHead, interest_scores
 from guim.models.tokens import ItemTables, ItemTokens, PositionFeatures
 from guim.models.transformer import LowRankLinear
@@ -58,7 +59,7 @@ class GUIM(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(model.dim))
         nn.init.normal_(self.mask_token, std=0.02)
         self.norm = nn.LayerNorm(model.dim)
-        self.drop = nn.Dropout(model.dropout)
+        self.drop = Dropout(model.dropout, model.dropout_masks)
         self.encoder = build_encoder(model)
         self.interests = InterestHead(model)
         self.apply(_init_weights)

@@ -17,6 +17,7 @@ from torch import nn
 
 from guim.config import DataConfig, MLPConfig, ModelConfig
 from guim.data.schema import EVENT_TYPES
+from guim.models.dropout import Dropout
 from guim.models.guim import ModelOutput
 from guim.models.tokens import ItemTables, ItemTokens
 from guim.scoring import Scorer
@@ -73,7 +74,7 @@ class MLPStudent(nn.Module):
         self.norm = nn.LayerNorm(width)
         layers: list[nn.Module] = []
         for h in mlp.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(model.dropout)]
+            layers += [nn.Linear(width, h), nn.ReLU(), Dropout(model.dropout, model.dropout_masks)]
             width = h
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width, self.k * model.dim)

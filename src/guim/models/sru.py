@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guim.config import ModelConfig
+from guim.models.dropout import Dropout
 from guim.models.transformer import ATTENTION, attention_mask
 
 # Scans of the linear recurrence c_t = exp(log_f_t) * c_{t-1} + b_t, c_{-1} = 0.
@@ -126,7 +127,7 @@ class SRULayer(nn.Module):
         self.has_attention = bool(attention_width)
         self.bias_f = nn.Parameter(torch.zeros(cfg.dim))
         self.bias_r = nn.Parameter(torch.full((cfg.dim,), -2.0))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout, cfg.dropout_masks)
         self.kernel = "doubling"
 
     def forward(

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guim.config import ModelConfig
+from guim.models.dropout import Dropout
 
 
 def attention_sdpa(
@@ -116,10 +117,10 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(
             LowRankLinear(cfg.dim, cfg.ffn_dim, r) if r else nn.Linear(cfg.dim, cfg.ffn_dim),
             nn.GELU(),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout, cfg.dropout_masks),
             LowRankLinear(cfg.ffn_dim, cfg.dim, r) if r else nn.Linear(cfg.ffn_dim, cfg.dim),
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout, cfg.dropout_masks)
         self.kernel = "sdpa"
         self.attention = cfg.attention  # "softmax" or "linear" (CoRe's relaxed attention)
         self.linear_kernel = "prefix"
