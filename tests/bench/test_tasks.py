@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from guim.bench.tasks import (
+    _probe,
     cold_start,
     event_propensity,
     future_interest,
@@ -311,6 +312,33 @@ def test_probe_folds_are_disjoint_and_stratified():
     for train, test in splits:
         assert not set(groups[train]) & set(groups[test])
         assert np.bincount(labels[test], minlength=3).tolist() == [8, 8, 8]
+
+
+def test_probe_scores_do_not_depend_on_the_number_of_workers(shop, movies, monkeypatch):
+    """The probe heads run side by side in worker processes; every fit is deterministic, so one
+    worker and two give the same figures (multi-class fields, a multi-label field, unseen items)."""
+    runs = {}
+    for jobs in ("1", "2"):
+        monkeypatch.setenv("GUIM_PROBE_JOBS", jobs)
+        runs[jobs] = []
+        for ds, fields in ((shop, ("c0", "c2", "brand")), (movies, ("class",))):
+            items = noisy(item_one_hot(ds, fields), scale=1.0, seed=4)  # imperfect probes
+            seen = ds.item_popularity("loo") > 0
+            seen[0] = False
+            unseen = seen & (np.arange(ds.n_items + 1) % 3 == 0)
+            seen &= ~unseen
+            for field in fields:
+                labels = field_labels(ds, field)
+                n_labels = np.array([len(x) for x in labels])
+                probe = (
+                    item_attributes._multilabel if field == "class" else item_attributes._multiclass
+                )
+                runs[jobs].append(probe(items, labels, n_labels, seen, unseen))
+    assert runs["1"] == runs["2"]
+    assert all("n_unseen" in r for r in runs["2"])
+    monkeypatch.setenv("GUIM_PROBE_JOBS", "zero")
+    with pytest.raises(ValueError, match="GUIM_PROBE_JOBS"):
+        _probe.probe_jobs()
 
 
 # ---- item similarity -------------------------------------------------------------------------

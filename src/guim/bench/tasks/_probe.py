@@ -4,13 +4,21 @@ The head is scikit-learn's LogisticRegression with fixed settings (C = 1, L2, lb
 MAX_ITER iterations, random_state 0) after a StandardScaler fitted on the training fold only, so
 two embeddings are compared under the same head. Predictions are out-of-fold: every row is scored
 by a head that never saw it, and folds split rows by the given unit (item or user).
+
+The heads of the folds (and of the labels of a multi-label field) are independent fits: they run
+side by side in `probe_jobs()` worker processes (joblib), one BLAS thread each. Every fit is
+deterministic, so the scores do not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
@@ -105,14 +113,43 @@ def class_scores(
     return out
 
 
+def probe_jobs() -> int:
+    """Worker processes for the probe heads: $GUIM_PROBE_JOBS, else every CPU this process may
+    run on."""
+    env = os.environ.get("GUIM_PROBE_JOBS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"GUIM_PROBE_JOBS must be a positive integer, got {env!r}")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_side_by_side(fn: Callable[..., Any], calls: list[tuple]) -> list[Any]:
+    """[fn(*args) for args in calls], in up to probe_jobs() worker processes. Large arrays
+    passed again and again (the same x) are shared with the workers, not copied per call."""
+    jobs = min(probe_jobs(), len(calls))
+    if jobs <= 1:
+        return [fn(*args) for args in calls]
+    return Parallel(n_jobs=jobs, backend="loky")(delayed(fn)(*args) for args in calls)
+
+
+def fold_scores(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
+    """class_scores of the head fitted on rows `train` of (x, y), for rows `test` of x (the
+    unit of work of run_side_by_side: x is passed whole, so it is shared, not copied)."""
+    return class_scores(x[train], y[train], x[test], classes)
+
+
 def out_of_fold(
     x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
     """Out-of-fold class probabilities (N, C) for class labels y (N,), C = len(np.unique(y))."""
     classes = np.unique(y)
     out = np.zeros((len(y), len(classes)))
-    for train, test in splits:
-        out[test] = class_scores(x[train], y[train], x[test], classes)
+    scores = run_side_by_side(fold_scores, [(x, y, tr, te, classes) for tr, te in splits])
+    for (_, test), s in zip(splits, scores, strict=True):
+        out[test] = s
     return out
 
 
@@ -121,9 +158,10 @@ def out_of_fold_multilabel(
 ) -> np.ndarray:
     """Out-of-fold scores (N, L) of one binary head per label (one-vs-rest) for y (N, L) bool."""
     out = np.zeros(y.shape)
-    for train, test in splits:
-        for j in range(y.shape[1]):
-            out[test, j] = class_scores(x[train], y[train, j], x[test], np.array([0, 1]))[:, 1]
+    pairs = [(f, j) for f in range(len(splits)) for j in range(y.shape[1])]
+    calls = [(x, y[:, j], *splits[f], np.array([0, 1])) for f, j in pairs]
+    for (f, j), s in zip(pairs, run_side_by_side(fold_scores, calls), strict=True):
+        out[splits[f][1], j] = s[:, 1]
     return out
 
 

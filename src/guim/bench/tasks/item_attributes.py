@@ -31,21 +31,21 @@ import numpy as np
 from guim.bench.tasks._probe import (
     CATEGORY_FIELDS,
     N_FOLDS,
-    class_scores,
     common_classes,
     f1s,
     field_labels,
     fields_present,
+    fold_scores,
     folds,
     mean_average_precision,
-    out_of_fold,
-    out_of_fold_multilabel,
+    run_side_by_side,
 )
 from guim.data.dataset import Dataset
 from guim.embed import Embedder
 
 TOP_LABELS = 30  # labels of a multi-valued field: its most frequent values among seen items
 MIN_UNSEEN = 20  # fewest unseen items for which the unseen_* metrics are reported
+BINARY = np.array([False, True])  # the classes of a one-vs-rest head
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,21 @@ def _multiclass(
     classes = np.unique(y_all[rows])
     if len(classes) < 2:
         return None
-    x, y = items[rows], y_all[rows]
-    proba = out_of_fold(x, y, folds(y, rows))
-    micro, macro = f1s(y, classes[proba.argmax(axis=1)])
-    out = {"micro_F1": micro, "macro_F1": macro, "n_items": float(len(rows))}
+    y = y_all[rows]
+    splits = folds(y, rows)
+    # the fold heads and the unseen items' head (fitted on every seen row), side by side
+    calls = [(items, y_all, rows[train], rows[test], classes) for train, test in splits]
     cold = np.flatnonzero(unseen & (n_labels == 1) & np.isin(y_all, classes))
     if len(cold) >= MIN_UNSEEN:
-        proba = class_scores(x, y, items[cold], classes)
-        micro, macro = f1s(y_all[cold], classes[proba.argmax(axis=1)])
+        calls.append((items, y_all, rows, cold, classes))
+    scores = run_side_by_side(fold_scores, calls)
+    proba = np.zeros((len(rows), len(classes)))
+    for (_, test), s in zip(splits, scores, strict=False):
+        proba[test] = s
+    micro, macro = f1s(y, classes[proba.argmax(axis=1)])
+    out = {"micro_F1": micro, "macro_F1": macro, "n_items": float(len(rows))}
+    if len(cold) >= MIN_UNSEEN:
+        micro, macro = f1s(y_all[cold], classes[scores[-1].argmax(axis=1)])
         out.update(unseen_micro_F1=micro, unseen_macro_F1=macro, n_unseen=float(len(cold)))
     return out
 
@@ -129,26 +136,30 @@ def _multilabel(
     if len(top) == 0:
         return None
 
-    def targets(item_rows: np.ndarray) -> np.ndarray:
-        return np.stack([np.isin(top, labels[i]) for i in item_rows])  # (N, L) bool
-
-    y = targets(rows)
+    # (n_items + 1, L) bool: does each item carry each top label
+    y_all = np.stack([np.isin(top, item_labels) for item_labels in labels])
+    y = y_all[rows]
     # stratify by each item's rarest top label, so that rare labels are spread over the folds
     rank = np.where(y, np.arange(len(top))[None, :], -1).max(axis=1)
-    x = items[rows]
-    scores = out_of_fold_multilabel(x, y, folds(rank, rows))
-    out = {"mAP": mean_average_precision(y, scores), "n_items": float(len(rows))}
+    splits = folds(rank, rows)
     cold = np.flatnonzero(unseen & (n_labels > 0))
-    if len(cold) >= MIN_UNSEEN:
-        y_cold = targets(cold)
-        scores = np.stack(
-            [
-                class_scores(x, y[:, j], items[cold], np.array([False, True]))[:, 1]
-                for j in range(len(top))
-            ],
-            axis=1,
+    with_cold = len(cold) >= MIN_UNSEEN
+    # per label: one head per fold and the unseen items' head (fitted on every seen row)
+    heads = [(rows[train], rows[test]) for train, test in splits]
+    heads += [(rows, cold)] if with_cold else []
+    calls = [(items, y_all[:, j], tr, te, BINARY) for j in range(len(top)) for tr, te in heads]
+    results = iter(run_side_by_side(fold_scores, calls))
+    scores, cold_scores = np.zeros(y.shape), np.zeros((len(cold), len(top)))
+    for j in range(len(top)):
+        for _, test in splits:
+            scores[test, j] = next(results)[:, 1]
+        if with_cold:
+            cold_scores[:, j] = next(results)[:, 1]
+    out = {"mAP": mean_average_precision(y, scores), "n_items": float(len(rows))}
+    if with_cold:
+        out.update(
+            unseen_mAP=mean_average_precision(y_all[cold], cold_scores), n_unseen=float(len(cold))
         )
-        out.update(unseen_mAP=mean_average_precision(y_cold, scores), n_unseen=float(len(cold)))
     out["n_labels"] = float(len(top))
     return out
 
