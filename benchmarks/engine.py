@@ -6,9 +6,12 @@ implies at this machine's measured matmul rate.
     python benchmarks/engine.py flops --dataset runs/proto/data/beauty
     python benchmarks/engine.py profile --dataset runs/proto/data/beauty --old-commit b4ec173
 
-`compare` trains the preset to the end (early stopping as configured) twice, with the trainer of
-`--old-commit` (a git worktree of that commit) and with this checkout's, one after the other in
-child processes with the same threads; each child records its own peak RSS. `flops` counts the
+`compare` trains the preset to the end (early stopping as configured) three times, with the
+trainer of `--old-commit` (a git worktree of that commit), with this checkout's drawing dropout
+masks as the old one did (torch's `bernoulli_`: `guim-torch-masks`, whose figures must equal the
+old trainer's) and with this checkout's defaults (`guim`: PCG64 masks, another random stream),
+one after the other in child processes with the same threads; each child records its own peak
+RSS. `flops` counts the
 FLOPs of one epoch's forward and backward passes (torch.utils.flop_counter, matmuls and
 attention) and measures the fp32 (and bf16) matmul rate on the shapes an epoch runs and on a
 large square product; the limit is FLOPs / the best rate. `profile` runs one epoch of each
@@ -209,10 +212,16 @@ def main() -> None:
         if args.what == "profile":
             overrides.append("train.epochs=1")
         rows = {}
-        for model, src in (("guim-before", old_src), ("guim", ROOT / "src")):
+        # compare also trains this checkout with torch's dropout masks (the old trainer's random
+        # stream: its figures must equal guim-before's); the default draws them with PCG64
+        variants = [("guim-before", old_src, []), ("guim", ROOT / "src", [])]
+        if args.what == "compare":
+            torch_masks = ["model.dropout_masks=torch"]
+            variants.insert(1, ("guim-torch-masks", ROOT / "src", torch_masks))
+        for model, src, own in variants:
             out = args.work / f"{args.what}-{name}-{model}"
             rows[model] = train_child(
-                src, args.dataset, out, args.preset, overrides, args.threads,
+                src, args.dataset, out, args.preset, [*overrides, *own], args.threads,
                 profile=args.what == "profile",
             )  # fmt: skip
             print(model, json.dumps(rows[model]), flush=True)
