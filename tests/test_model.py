@@ -323,7 +323,7 @@ def test_contrastive_loss_matches_reference_for_identical_views():
     expected = -torch.log_softmax(logits, dim=1).diagonal().mean()
     torch.testing.assert_close(got, expected)
     # corrupted views are really corrupted (the loss changes) and gradients reach the items
-    for view in ("mask", "crop"):
+    for view in ("mask", "crop", "reorder"):
         loss = loss_of(tiny_config(f"loss.contrastive_view={view}", "loss.contrastive_rate=0.9"))
         assert not torch.isclose(loss, got)
         m.zero_grad()

@@ -165,8 +165,13 @@ def test_training_is_deterministic(toy, tmp_path):
 @pytest.mark.slow  # starts and kills real training processes
 @pytest.mark.parametrize(
     "extra",
-    [["loss.kind=full"], ["loss.kind=sampled"], ["loss.kind=full", "train.ema_decay=0.9"]],
-    ids=["full", "sampled", "full-ema"],
+    [
+        ["loss.kind=full"],
+        ["loss.kind=sampled"],
+        ["loss.kind=full", "train.ema_decay=0.9"],
+        ["loss.kind=sampled", "loss.hard_negatives=12", "loss.hard_refresh_steps=7"],
+    ],
+    ids=["full", "sampled", "full-ema", "sampled-hard"],
 )
 def test_resume_after_kill_gives_the_same_weights(tmp_path, extra):
     ds = s3rec_dataset(tmp_path, n_users=400, n_items=60, length=30)

@@ -109,8 +109,20 @@ class LossConfig:
     # vector are positives, the batch's other sequences negatives
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.2
-    contrastive_view: Literal["dropout", "mask", "crop"] = "dropout"
-    contrastive_rate: float = 0.2  # fraction of items masked / cropped away in the second view
+    # second view: "dropout" (the same inputs), "mask" / "crop" (a share of the items masked or
+    # cropped away from the start), "reorder" (a contiguous span of that share shuffled, CL4SRec)
+    contrastive_view: Literal["dropout", "mask", "crop", "reorder"] = "dropout"
+    contrastive_rate: float = 0.2  # share of the items masked / cropped / reordered
+    # retrieved hard negatives (CARDS; sampled loss only): `hard_negatives` items per batch added
+    # to the shared candidates, `hard_neighbours` from each of randomly chosen targets' nearest
+    # items (inner product over the current item vectors, a FAISS index rebuilt every epoch and
+    # every `hard_refresh_steps` steps, 0 = once per epoch), skipping each target's
+    # `hard_skip` nearest (likely false negatives); a hard negative the row's own window holds
+    # is masked out of that row (false-negative masking)
+    hard_negatives: int = 0
+    hard_neighbours: int = 8
+    hard_skip: int = 5
+    hard_refresh_steps: int = 0
     # SAS objective (train.objective = "sas"): weight of the replaced-item detection loss, the
     # temperature of the masked-item softmax the replacements are sampled from, and whether the
     # sample excludes the true item ("no-hit": every stored replacement really replaces)
@@ -350,6 +362,10 @@ _RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("loss", "contrastive_temperature", 0, float("inf"), False, True),
     ("loss", "contrastive_rate", 0, 1, True, True),
     ("loss", "detection_weight", 0, float("inf"), True, True),
+    ("loss", "hard_negatives", 0, float("inf"), True, True),
+    ("loss", "hard_neighbours", 1, float("inf"), True, True),
+    ("loss", "hard_skip", 0, float("inf"), True, True),
+    ("loss", "hard_refresh_steps", 0, float("inf"), True, True),
     ("loss", "sas_temperature", 0, float("inf"), False, True),
     ("train", "mask_prob", 0, 1, False, True),
     ("train", "last_mask_prob", 0, 1, True, True),
@@ -403,6 +419,10 @@ def _combination_problems(cfg: Config) -> list[str]:
         out.append(
             "'data.window_stride' and 'data.recent_targets' apply to "
             "data.windows='all' with the next-item objective only"
+        )
+    if cfg.loss.hard_negatives and cfg.loss.kind != "sampled":
+        out.append(
+            "'loss.hard_negatives' needs loss.kind='sampled' (the full softmax scores every item)"
         )
     if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device)):
         out.append(f"'train.device' must be auto, cpu, cuda or cuda:N, got {t.device!r}")

@@ -160,6 +160,8 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
             "[yellow]loss.kind=sampled under torch.distributed: the id embedding gets dense "
             "gradients (DDP all-reduces dense tensors; AdamW instead of SparseAdam for it)[/]"
         )
+    if cfg.loss.hard_negatives and world > 1:
+        raise UserError("loss.hard_negatives is not supported under torch.distributed")
     causal = first.objective == "next"
     tables = item_tables(cfg, dataset, known)
     model = build_model(cfg.model, cfg.data, tables, causal, sparse)
@@ -232,7 +234,9 @@ def step_loss(
     targets = batch.targets[batch.targets > 0]  # (P,) on the CPU, where the sampler draws
     candidates, positive, log_q, allowed = None, targets, None, t.known
     if t.sampler is not None:
-        cand = t.sampler.candidates(targets, generator)
+        target_rows = (batch.targets > 0).nonzero()[:, 0]  # (P,) each target's window
+        windows = torch.cat([batch.items, batch.targets], dim=1)  # what a window holds
+        cand = t.sampler.candidates(targets, generator, windows, target_rows)
         candidates, positive, log_q, allowed = cand.items, cand.positive, cand.log_q, cand.allowed
     view = contrastive_view(batch, cfg, generator) if contrastive_weight > 0 else None
     dev = t.device
@@ -298,6 +302,18 @@ def _store_replacements(
     t.sas_current[batch.event_index[hit]] = drawn
 
 
+@torch.no_grad()
+def refresh_hard_negatives(t: Trainer) -> None:
+    """Re-index the current item vectors for the retrieved hard negatives (eval mode, so no
+    dropout and no random numbers drawn)."""
+    assert t.sampler is not None
+    training = t.model.training
+    t.model.eval()
+    vectors = t.model.item_vectors().float().cpu().numpy()
+    t.model.train(training)
+    t.sampler.refresh(vectors)
+
+
 def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str, float]:
     """One epoch of the current stage; returns its log record."""
     tr, stage = t.cfg.train, t.stages[t.state.stage]
@@ -315,7 +331,11 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
     with make_progress(transient=True) as progress:
         progress.disable = not show_progress
         task = progress.add_task(f"epoch {epoch + 1}/{total_epochs}", total=len(batches), info="")
-        for batch in batches:
+        for index, batch in enumerate(batches):
+            if t.sampler is not None and t.cfg.loss.hard_negatives:
+                refresh = t.cfg.loss.hard_refresh_steps
+                if index == 0 or (refresh and index % refresh == 0):
+                    refresh_hard_negatives(t)
             for opt in t.optimizers.values():
                 for g in opt.param_groups:
                     g["lr"] = tr.lr * lr_scale(t.state.step, t.cfg, total_epochs * len(batches))

@@ -48,7 +48,8 @@ class View:
 
 def contrastive_view(batch: Batch, cfg: Config, generator: torch.Generator) -> View:
     """The second view of a batch for the contrastive term: the same inputs ("dropout": only
-    the dropout differs), or a share `loss.contrastive_rate` of the items masked or cropped."""
+    the dropout differs), or a share `loss.contrastive_rate` of the items masked, cropped or
+    reordered."""
     lc = cfg.loss
     items, masked = batch.items, batch.masked
     real = items > 0
@@ -62,7 +63,29 @@ def contrastive_view(batch: Batch, cfg: Config, generator: torch.Generator) -> V
         cut = (n.float() * lc.contrastive_rate * torch.rand(n.shape, generator=generator)).long()
         rank = real.long().cumsum(dim=1)  # 1-based rank among real tokens
         items = items.masked_fill(rank <= cut, 0)
+    elif lc.contrastive_view == "reorder":
+        order = _reorder(items, lc.contrastive_rate, generator)
+        masked = None if masked is None else masked.gather(1, order)
+        return View(items.gather(1, order), batch.events.gather(1, order), masked)
     return View(items, batch.events * (items > 0), masked)
+
+
+def _reorder(items: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """CL4SRec's reorder: the (B, T) gather order that shuffles, in each row, a random contiguous
+    span of max(1, rate x n) of its n real items (padding and the rest stay in place)."""
+    b, t = items.shape
+    real = items > 0
+    n = real.sum(dim=1)  # left-padded: the real items are the last n positions
+    length = (n.float() * rate).long().clamp(min=1)
+    length = torch.minimum(length, n)
+    first = t - n + (torch.rand(b, generator=generator) * (n - length + 1).float()).long()
+    pos = torch.arange(t).expand(b, t)
+    inside = (pos >= first[:, None]) & (pos < (first + length)[:, None])
+    # sort keys: a position outside the span keeps its own; one inside gets a random key within
+    # [first, first + length), so the span is shuffled in place and nothing crosses its ends
+    noise = torch.rand((b, t), generator=generator, dtype=torch.float64)
+    key = torch.where(inside, first[:, None] + noise * length[:, None], pos.double())
+    return torch.argsort(key, dim=1, stable=True)
 
 
 def make_batches(
