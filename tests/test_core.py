@@ -76,16 +76,23 @@ def test_switching_linear_to_softmax_attention_changes_the_outputs(small):  # no
     assert (before - after).abs().max().item() > 0.05  # the function changed
 
 
+@pytest.mark.parametrize("kernel", ["prefix", "chunked"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_linear_attention_prefix_sums_match_the_reference(causal):
+@pytest.mark.parametrize("t", [7, 150])  # 150: two full chunks of 64 and a partial one
+def test_linear_attention_kernels_match_the_reference(kernel, causal, t):
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(3, 2, 7, 5, generator=g) for _ in range(3))
-    real = torch.ones(3, 7, dtype=torch.bool)
+    q, k, v = (torch.randn(3, 2, t, 5, generator=g).requires_grad_() for _ in range(3))
+    real = torch.ones(3, t, dtype=torch.bool)
     real[0, :3] = False  # left padding
-    fast = LINEAR_ATTENTION["prefix"](q, k, v, real, causal)
+    real[2, : t - 2] = False  # a history of two items
+    fast = LINEAR_ATTENTION[kernel](q, k, v, real, causal)
     slow = LINEAR_ATTENTION["reference"](q, k, v, real, causal)
-    assert torch.allclose(fast[:, :, 3:], slow[:, :, 3:], atol=1e-5)
-    assert torch.allclose(fast[1:], slow[1:], atol=1e-5)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    weights = torch.randn(fast.shape, generator=g)  # and the same gradients
+    got = torch.autograd.grad((fast * weights).sum(), (q, k, v))
+    want = torch.autograd.grad((slow * weights).sum(), (q, k, v))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_core_stage_plan_expands_and_load_run_rebuilds_it(small, tmp_path):  # noqa: F811

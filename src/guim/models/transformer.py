@@ -78,7 +78,45 @@ def linear_attention_reference(
     return (weights @ v) / weights.sum(-1, keepdim=True).clamp_min(1e-6)
 
 
-LINEAR_ATTENTION = {"prefix": linear_attention, "reference": linear_attention_reference}
+def linear_attention_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    real: torch.Tensor,
+    causal: bool,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """The same kernel attention, causal case computed `chunk` positions at a time: inside a
+    chunk as a lower-triangular (c, c) weight matrix, across chunks through the running sums
+    S = sum_j phi(k_j) v_j^T (B, H, Dh, Dh) and z = sum_j phi(k_j). The prefix-sum form keeps a
+    (Dh, Dh) state per position, (B, H, T, Dh, Dh) in memory and traffic; this one keeps one
+    per chunk, and for windows of up to `chunk` positions it is a single masked matmul pair.
+    Non-causal: as `linear_attention` (one state per sequence)."""
+    if not causal:
+        return linear_attention(q, k, v, real, causal)
+    fq = F.elu(q) + 1  # (B, H, T, Dh)
+    fk = (F.elu(k) + 1) * real[:, None, :, None]  # padding keys drop out
+    b, h, t, dh = fq.shape
+    state = fq.new_zeros((b, h, dh, v.shape[-1]))  # sum of phi(k_j) v_j^T of earlier chunks
+    ksum = fq.new_zeros((b, h, dh, 1))  # sum of phi(k_j) of earlier chunks
+    nums, dens = [], []
+    for start in range(0, t, chunk):
+        qc, kc, vc = (z[:, :, start : start + chunk] for z in (fq, fk, v))
+        w = (qc @ kc.transpose(-1, -2)).tril()  # (B, H, c, c): keys j <= i inside the chunk
+        nums.append(w @ vc + qc @ state)
+        dens.append(w.sum(-1, keepdim=True) + qc @ ksum)
+        if start + chunk < t:
+            state = state + kc.transpose(-1, -2) @ vc
+            ksum = ksum + kc.sum(dim=2).unsqueeze(-1)
+    num, den = torch.cat(nums, dim=2), torch.cat(dens, dim=2)
+    return num / den.clamp_min(1e-6)
+
+
+LINEAR_ATTENTION = {
+    "chunked": linear_attention_chunked,
+    "prefix": linear_attention,
+    "reference": linear_attention_reference,
+}
 
 
 class LowRankLinear(nn.Module):
@@ -123,7 +161,7 @@ class Block(nn.Module):
         self.drop = Dropout(cfg.dropout, cfg.dropout_masks)
         self.kernel = "sdpa"
         self.attention = cfg.attention  # "softmax" or "linear" (CoRe's relaxed attention)
-        self.linear_kernel = "prefix"
+        self.linear_kernel = "chunked"
 
     def forward(
         self,
