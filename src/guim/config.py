@@ -89,7 +89,8 @@ class ModelConfig:
     attention_dim: int = 0
     # CoRe relaxed Transformer (models/transformer.py): feed-forward weights as low-rank products
     # W = U V of this rank (0 = full weights), and the attention kind ("linear": elu+1 kernel
-    # feature maps, causal sums carried across 64-position chunks). A stage with `expand = true` makes it the full model.
+    # feature maps, causal sums carried across 64-position chunks). A stage with
+    # `expand = true` makes it the full model.
     ffn_rank: int = 0
     attention: Literal["softmax", "linear"] = "softmax"
     mlp: MLPConfig = field(default_factory=MLPConfig)
