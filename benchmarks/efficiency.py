@@ -12,6 +12,7 @@ PNG of the curves beside it.
 
     .venv/bin/python benchmarks/efficiency.py --dataset beauty [--methods transformer mslt ...]
         [--set train.threads=4] [--epochs-scale 1.0] [--out benchmarks/results/efficiency.json]
+        [--collect]   # assemble finished runs of an invocation cut off before it wrote
 
 --dataset: beauty, lastfm (../shared/datasets), synthetic-2m (a seeded 2M-event shop), tiny
 (the test shop, for smoke runs), or the path of a prepared dataset directory.
@@ -142,6 +143,32 @@ def step_costs(cfg: Any, data: Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_collected(run: Path, cfg: Any) -> None:
+    """--collect: `run` must be a finished run of `cfg`'s method (same encoder, objective, final
+    depth and stage plan), or the assembly stops naming what differs."""
+    from guim.config import config_from_json
+
+    if not (run / "metrics.json").exists():
+        raise SystemExit(f"{run}: no metrics.json, the run did not finish; train it again")
+    saved = config_from_json(run / "config.json")
+    want = {
+        "encoder": cfg.model.encoder,
+        "objective": cfg.train.objective,
+        "final depth": final_depth(cfg),
+        "stages": [s.epochs for s in cfg.train.stages],
+        "dim": cfg.model.dim,
+    }
+    got = {
+        "encoder": saved.model.encoder,
+        "objective": saved.train.objective,
+        "final depth": saved.model.n_layers,
+        "stages": [s.epochs for s in saved.train.stages],
+        "dim": saved.model.dim,
+    }
+    if want != got:
+        raise SystemExit(f"{run} is not a run of this method: {got} != {want}")
+
+
 def plot(
     name: str, curves: dict[str, list[tuple[float, float]]], target: float, path: Path
 ) -> None:
@@ -174,6 +201,12 @@ def main() -> None:
     parser.add_argument("--epochs-scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--note", default="", help="recorded with the results (e.g. smoke run)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: assemble the results from the finished runs an earlier invocation "
+        "trained under runs/efficiency/runs/DATASET (after it was cut off before writing)",
+    )
     args = parser.parse_args()
 
     import shutil
@@ -194,9 +227,13 @@ def main() -> None:
     runs, curves = {}, {}
     for method in methods:
         run = WORK / "runs" / name / method
-        shutil.rmtree(run, ignore_errors=True)
-        print(f"== {name}: {method}", flush=True)
-        runs[method] = train(configs[method], data, run, show_progress=False)
+        if args.collect:
+            check_collected(run, configs[method])
+            runs[method] = run
+        else:
+            shutil.rmtree(run, ignore_errors=True)
+            print(f"== {name}: {method}", flush=True)
+            runs[method] = train(configs[method], data, run, show_progress=False)
         curves[method] = curve(run)
     metrics = {m: read_json(runs[m] / "metrics.json") for m in methods}
     reference_best = metrics[REFERENCE]["valid_NDCG@10"]
@@ -240,6 +277,7 @@ def main() -> None:
                 "quality_target": round(target, 6),
                 "plot": png.name,
                 "note": args.note,
+                "collected": args.collect,
             }
         },
     )

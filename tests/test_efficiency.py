@@ -69,3 +69,17 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     assert steps[1]["trainable_parameters"] < steps[2]["trainable_parameters"]
     assert all(s["flops_per_step"] > 0 for s in steps)
     assert (tmp_path / "efficiency-tiny.png").stat().st_size > 0
+    # --collect assembles the same results from the finished runs without training again
+    again = tmp_path / "again.json"
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(again), "--collect"])
+    efficiency.main()
+    collected = json.loads(again.read_text())
+    assert collected["results"] == doc["results"]
+    assert collected["settings"]["tiny"]["collected"] is True
+    # a run that is not the method's (here: another encoder) is refused, naming the difference
+    sru_run = tmp_path / "work" / "runs" / "tiny" / "sru"
+    saved = json.loads((sru_run / "config.json").read_text())
+    saved["model"]["encoder"] = "transformer"
+    (sru_run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="not a run of this method"):
+        efficiency.main()
