@@ -80,6 +80,19 @@ def finish(results: dict[str, Any]) -> None:
         row["p50_speedup"] = round(teacher["p50_ms"] / row["p50_ms"], 2)
 
 
+def with_kept(results: dict[str, Any], args: Any, dataset: str) -> dict[str, Any]:
+    """The rows of this call (retained etc. over its own teacher, names with --suffix), after
+    the rows --out already holds for `dataset` when --merge (same-named rows replaced)."""
+    from guim.io import read_json
+
+    finish(results)
+    results = {f"{name}{args.suffix}": row for name, row in results.items()}
+    if not (args.merge and args.out.exists()):
+        return results
+    kept = read_json(args.out).get("results", {}).get(dataset, {})
+    return {**{k: v for k, v in kept.items() if k not in results}, **results}
+
+
 def markdown_table(path: Path) -> str:
     """The README table: one row per dataset and model of a recorded distill.json."""
     from guim.io import read_json
@@ -156,7 +169,17 @@ def main() -> None:
     )
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--merge", action="store_true")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep what --out holds: other datasets, and this dataset's other models",
+    )
+    p.add_argument(
+        "--suffix",
+        default="",
+        help="appended to every model name (a second teacher's set on the same dataset, e.g. "
+        "'-4l' for a deeper teacher: teacher-4l, minilm-half-depth-4l, ...)",
+    )
     args = p.parse_args()
     if args.table:
         print(markdown_table(args.out))
@@ -168,8 +191,7 @@ def main() -> None:
     dirs = {"teacher": args.teacher}
     dirs |= {m: args.runs / m for m in MODELS if (args.runs / m / "metrics.json").exists()}
     if args.latency_from is not None:
-        results = recorded(dirs, args.latency_from)
-        finish(results)
+        results = with_kept(recorded(dirs, args.latency_from), args, dataset.name)
         source = read_json(args.latency_from)
         write_results(
             args.out,
@@ -216,10 +238,11 @@ def main() -> None:
             "parameters": sum(p.numel() for p in run.model.parameters()),
             "p50_ms": stats["p50"],
             "p99_ms": stats["p99"],
+            "latency_source": "measured",
             **describe(dirs[name]),
         }
         print(f"{name}: p50 {stats['p50']} ms, p99 {stats['p99']} ms", flush=True)
-    finish(results)
+    results = with_kept(results, args, dataset.name)
 
     exclusive, wrapper = held_lock()
     write_results(
@@ -230,9 +253,12 @@ def main() -> None:
         setting=(
             "NDCG@10 / HR@10: test split, full ranking over the catalogue, history masked "
             "(guim.evaluate); retained = NDCG@10 / the teacher's; flops: torch.utils.flop_counter "
-            "(matrix products and attention) of user_vectors at max_len padding; p50/p99: "
-            f"{args.repeats} calls embedding one real test history (batch 1) with ONNX Runtime, "
-            "one intra-op thread, after a warm-up; p50_speedup = the teacher's p50 / the model's"
+            "(matrix products and attention) of user_vectors at max_len padding; p50/p99 "
+            f"(rows with latency_source 'measured'): {args.repeats} calls embedding one real test "
+            "history (batch 1) with ONNX Runtime, one intra-op thread, after a warm-up; rows whose "
+            "latency_source names latency.json copy FLOPs and latency from its rows of the same "
+            "shapes (untrained weights); p50_speedup = the set's teacher's p50 / the model's; a "
+            "set with a suffix (e.g. -4l) is scored against its own teacher (teacher-4l)"
         ),
         note=args.note,
         **lock_record(exclusive, load_before, t_start),

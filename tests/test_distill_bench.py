@@ -1,0 +1,50 @@
+"""benchmarks/distill.py's bookkeeping: retained / FLOPs / speed-up over the set's own teacher,
+a second teacher's set under a suffix, and --merge keeping the dataset's other rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def distill():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("distill_bench", REPO / "benchmarks/distill.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(ndcg: float, flops: int, p50: float) -> dict:
+    return {"NDCG@10": ndcg, "flops_per_user": flops, "p50_ms": p50}
+
+
+def test_a_suffixed_set_is_scored_against_its_own_teacher_and_merged_by_model(distill, tmp_path):
+    out = tmp_path / "distill.json"
+    first = {"teacher": row(0.05, 100, 1.0), "bert2dnn": row(0.04, 1, 0.25)}
+    args = Namespace(suffix="", merge=True, out=out)
+    rows = distill.with_kept(first, args, "beauty")
+    assert rows["bert2dnn"]["retained"] == 0.8
+    assert rows["bert2dnn"]["flops_fraction"] == 0.01 and rows["bert2dnn"]["p50_speedup"] == 4.0
+    out.write_text(json.dumps({"results": {"beauty": rows, "lastfm": {"teacher": {}}}}))
+
+    deeper = {"teacher": row(0.06, 400, 2.0), "bert2dnn": row(0.03, 2, 0.5)}
+    merged = distill.with_kept(deeper, Namespace(suffix="-4l", merge=True, out=out), "beauty")
+    assert list(merged) == ["teacher", "bert2dnn", "teacher-4l", "bert2dnn-4l"]
+    assert merged["bert2dnn"] == rows["bert2dnn"]  # the first set's rows are kept as they were
+    assert merged["bert2dnn-4l"]["retained"] == 0.5  # over teacher-4l, not teacher
+    assert merged["bert2dnn-4l"]["p50_speedup"] == 4.0
+    alone = distill.with_kept(
+        {"teacher": row(0.06, 400, 2.0)}, Namespace(suffix="", merge=False, out=out), "beauty"
+    )
+    assert list(alone) == ["teacher"]  # without --merge nothing is kept
+    with pytest.raises(KeyError):  # a set always needs its teacher
+        distill.with_kept({"bert2dnn": row(0.03, 2, 0.5)}, args, "beauty")
