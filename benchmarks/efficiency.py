@@ -143,6 +143,43 @@ def step_costs(cfg: Any, data: Path) -> list[dict[str, Any]]:
     return out
 
 
+def markdown_table(path: Path) -> str:
+    """The README table of a recorded efficiency.json: per dataset and method the best
+    validation and test NDCG@10, training seconds, seconds per epoch of each stage, seconds to
+    the quality target and the speed-up, and GFLOPs per training step of each stage."""
+    from guim.io import read_json
+
+    doc = read_json(path)
+    rows = [
+        "| dataset | method | best valid NDCG@10 | test NDCG@10 | train s | s / epoch "
+        "| s to target | speed-up | GFLOP / step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, methods in doc["results"].items():
+        details = doc.get("details", {}).get(ds, {})
+        for method, r in methods.items():
+            d = details.get(method, {})
+            per_stage = " / ".join(f"{x:.1f}" for x in d.get("stage_epoch_seconds", []))
+            flops = " / ".join(f"{s['flops_per_step'] / 1e9:.1f}" for s in d.get("steps", []))
+            stq = "never" if r["seconds_to_quality"] is None else f"{r['seconds_to_quality']:.0f}"
+            speed = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            rows.append(
+                f"| {ds} | {method} | {r['valid_NDCG@10']:.4f} | {r['NDCG@10']:.4f} "
+                f"| {r['train_seconds']:.0f} | {per_stage} | {stq} | {speed} | {flops} |"
+            )
+    return "\n".join(rows)
+
+
+def stage_epoch_seconds(run: Path) -> list[float]:
+    """Mean training seconds of one epoch in each stage of the run (evaluation excluded)."""
+    from guim.checkpoint import read_log
+
+    by_stage: dict[int, list[float]] = {}
+    for record in read_log(run):
+        by_stage.setdefault(record.get("stage", 0), []).append(record["train_seconds"])
+    return [round(sum(v) / len(v), 2) for _, v in sorted(by_stage.items())]
+
+
 def check_collected(run: Path, cfg: Any) -> None:
     """--collect: `run` must be a finished run of `cfg`'s method (same encoder, objective, final
     depth and stage plan), or the assembly stops naming what differs."""
@@ -194,7 +231,7 @@ def plot(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", help="required unless --table")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--preset", help="base preset (default: the dataset's, if it has one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -207,7 +244,13 @@ def main() -> None:
         help="train nothing: assemble the results from the finished runs an earlier invocation "
         "trained under runs/efficiency/runs/DATASET (after it was cut off before writing)",
     )
+    parser.add_argument("--table", action="store_true", help="print --out as a Markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(args.out))
+        return
+    if args.dataset is None:
+        parser.error("--dataset is required")
 
     import shutil
 
@@ -254,6 +297,7 @@ def main() -> None:
             "epochs_run": m["epochs_run"],
             "best_epoch": m["best_epoch"],
             "stopped": m["stopped"],
+            "stage_epoch_seconds": stage_epoch_seconds(runs[method]),
             "config_hash": m["config_hash"],
             "config": str(METHOD_DIR.relative_to(REPO) / f"{method}.toml"),
             "steps": step_costs(configs[method], data),

@@ -68,6 +68,10 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     assert [s["n_layers"] for s in steps] == [2, 4, 4]
     assert steps[1]["trainable_parameters"] < steps[2]["trainable_parameters"]
     assert all(s["flops_per_step"] > 0 for s in steps)
+    per_stage = doc["details"]["tiny"]["mslt"]["stage_epoch_seconds"]
+    assert len(per_stage) == 3 and all(x > 0 for x in per_stage)
+    table = efficiency.markdown_table(out).splitlines()
+    assert len(table) == 2 + 5 and table[2].startswith("| tiny | transformer |")
     assert (tmp_path / "efficiency-tiny.png").stat().st_size > 0
     # --collect assembles the same results from the finished runs without training again
     again = tmp_path / "again.json"
