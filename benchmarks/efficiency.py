@@ -187,21 +187,18 @@ def check_collected(run: Path, cfg: Any) -> None:
 
     if not (run / "metrics.json").exists():
         raise SystemExit(f"{run}: no metrics.json, the run did not finish; train it again")
-    saved = config_from_json(run / "config.json")
-    want = {
-        "encoder": cfg.model.encoder,
-        "objective": cfg.train.objective,
-        "final depth": final_depth(cfg),
-        "stages": [s.epochs for s in cfg.train.stages],
-        "dim": cfg.model.dim,
-    }
-    got = {
-        "encoder": saved.model.encoder,
-        "objective": saved.train.objective,
-        "final depth": saved.model.n_layers,
-        "stages": [s.epochs for s in saved.train.stages],
-        "dim": saved.model.dim,
-    }
+    saved = config_from_json(run / "config.json")  # records the architecture at the end
+
+    def signature(c: Any, depth: int) -> dict[str, Any]:
+        return {
+            "encoder": c.model.encoder,
+            "objective": c.train.objective,
+            "final depth": depth,
+            "stages": [s.epochs for s in c.train.stages],
+            "dim": c.model.dim,
+        }
+
+    want, got = signature(cfg, final_depth(cfg)), signature(saved, saved.model.n_layers)
     if want != got:
         raise SystemExit(f"{run} is not a run of this method: {got} != {want}")
 

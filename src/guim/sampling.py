@@ -43,7 +43,6 @@ class NegativeSampler:
         self.p_data = torch.from_numpy(pop / pop.sum()).float()  # (n_items + 1,)
         # popularity-proportional draws = items of uniformly drawn training interactions: O(1)
         self.interactions = torch.from_numpy(np.repeat(np.arange(len(pop)), pop.astype(np.int64)))
-        self.known = torch.from_numpy(known)
         self.neighbours: torch.Tensor | None = None  # (n_items + 1, skip + neighbours), -1 = none
         n_known = len(self.known_items)
         if cfg.sampler == "uniform":

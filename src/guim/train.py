@@ -234,8 +234,10 @@ def step_loss(
     targets = batch.targets[batch.targets > 0]  # (P,) on the CPU, where the sampler draws
     candidates, positive, log_q, allowed = None, targets, None, t.known
     if t.sampler is not None:
-        target_rows = (batch.targets > 0).nonzero()[:, 0]  # (P,) each target's window
-        windows = torch.cat([batch.items, batch.targets], dim=1)  # what a window holds
+        windows = target_rows = None  # for the false-negative mask of retrieved hard negatives
+        if cfg.loss.hard_negatives:
+            target_rows = (batch.targets > 0).nonzero()[:, 0]  # (P,) each target's window
+            windows = torch.cat([batch.items, batch.targets], dim=1)  # what a window holds
         cand = t.sampler.candidates(targets, generator, windows, target_rows)
         candidates, positive, log_q, allowed = cand.items, cand.positive, cand.log_q, cand.allowed
     view = contrastive_view(batch, cfg, generator) if contrastive_weight > 0 else None
