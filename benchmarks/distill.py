@@ -33,10 +33,18 @@ MODELS = (
     "bert2dnn",
     "bert2dnn-stacked",
     "bert2dnn-no-temperature",
+    "bert2dnn-long",  # LONG=M in distill_train.sh: the same students trained for M minutes
+    "bert2dnn-concat-long",
 )
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from latency import flops_per_user, held_lock, lock_record, percentiles  # noqa: E402
+from latency import (  # noqa: E402
+    flops_per_user,
+    held_lock,
+    lock_record,
+    percentiles,
+    time_model,
+)
 
 
 def test_metrics(run: Any, run_dir: Path, dataset: Any) -> dict[str, float]:
@@ -52,6 +60,41 @@ def test_metrics(run: Any, run_dir: Path, dataset: Any) -> dict[str, float]:
     out = {"NDCG@10": res["NDCG@10"], "HR@10": res["HR@10"]}
     write_json(cache, {"weights": digest, "test": out})
     return out
+
+
+def bench_primaries(dirs: dict[str, Path], dataset_dir: Path, out: Path) -> dict[str, Any]:
+    """GUIM-bench's primary metric of every task that runs on a loo run (`guim.bench.run.bench`
+    on the frozen runs, no baselines), per model: {"next_item/NDCG@10": ..., ...}. The bench is
+    reused from out/bench.json when it scored the same runs (weights digests) on this dataset."""
+    from guim.bench.run import ModelSpec, bench
+    from guim.embed import load_run
+    from guim.io import read_json
+    from guim.onnx import weights_digest
+
+    digests = {name: weights_digest(load_run(d).model) for name, d in dirs.items()}
+    stamp = out / "digests.json"
+    if not (stamp.exists() and read_json(stamp) == digests and (out / "bench.json").exists()):
+        from guim.io import write_json
+
+        specs = [ModelSpec.from_runs(name, [d]) for name, d in dirs.items()]
+        bench(specs, dataset_dir, out, baselines=())
+        write_json(stamp, digests)
+    return primaries_of(read_json(out / "bench.json"))
+
+
+def primaries_of(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{model: {"task/primary metric": value}} of a bench.json record (tasks a model was not
+    scored on are left out)."""
+    primary = {task: info["primary_metric"] for task, info in record["tasks"].items()}
+    (scores_by_model,) = record["results"].values()  # one dataset
+    return {
+        model: {
+            key: scores[key]
+            for key in (f"{task}/{metric}" for task, metric in primary.items())
+            if scores.get(key) is not None
+        }
+        for model, scores in scores_by_model.items()
+    }
 
 
 def describe(run_dir: Path) -> dict[str, Any]:
@@ -93,24 +136,51 @@ def with_kept(results: dict[str, Any], args: Any, dataset: str) -> dict[str, Any
     return {**{k: v for k, v in kept.items() if k not in results}, **results}
 
 
+BENCH_COLUMNS = {
+    "future_interest/Recall@10": "future interest R@10",
+    "item_attributes/score": "item attributes mAP",
+    "item_similarity/Recall@10": "item similarity R@10",
+}
+
+
 def markdown_table(path: Path) -> str:
-    """The README table: one row per dataset and model of a recorded distill.json."""
+    """The README tables of a recorded distill.json: quality (test metrics, retained share,
+    GUIM-bench primaries, training) and cost (FLOPs, latency), one row per dataset and model."""
     from guim.io import read_json
 
-    rows = [
-        "| dataset | model | test NDCG@10 | HR@10 | retained | FLOPs / teacher | p50 ms | p99 ms "
-        "| p50 speed-up | trained |",
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    results = read_json(path)["results"]
+    quality = [
+        "| dataset | model | test NDCG@10 | HR@10 | retained | "
+        + " | ".join(BENCH_COLUMNS.values())
+        + " | trained |",
+        "|---|---|---|---|---|" + "---|" * len(BENCH_COLUMNS) + "---|",
+    ]
+    cost = [
+        "| dataset | model | FLOPs / teacher | p50 ms | p99 ms | p50 speed-up | session.run p50 ms "
+        "| batch 64 ms | PyTorch p50 ms | PyTorch batch 64 ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for ds, models in read_json(path)["results"].items():
+    for ds, models in results.items():
         for name, r in models.items():
+            bench = r.get("bench", {})
             trained = f"{r['epochs_run']} epochs, {r['train_seconds'] / 60:.1f} min"
-            rows.append(
-                f"| {ds} | {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['retained']:.3f} "
-                f"| {r['flops_fraction']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
-                f"| {r['p50_speedup']:.1f}x | {trained} |"
+            quality.append(
+                f"| {ds} | {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['retained']:.3f} | "
+                + " | ".join(num(bench.get(key), ".4f") for key in BENCH_COLUMNS)
+                + f" | {trained} |"
             )
-    return "\n".join(rows)
+            cost.append(
+                f"| {ds} | {name} | {r['flops_fraction']:.4f} | {r['p50_ms']:.3f} "
+                f"| {r['p99_ms']:.3f} | {r['p50_speedup']:.1f}x "
+                f"| {num(r.get('p50_ms_session_only'), '.3f')} "
+                f"| {num(r.get('p50_ms_batch64_onnx_1thread'), '.2f')} "
+                f"| {num(r.get('p50_ms_batch1_torch_1thread'), '.3f')} "
+                f"| {num(r.get('p50_ms_batch64_torch_1thread'), '.2f')} |"
+            )
+    return "\n".join(quality) + "\n\n" + "\n".join(cost)
 
 
 # --latency-from: the row of benchmarks/results/latency.json with each model's shape
@@ -122,6 +192,7 @@ SHAPES = {
     "bert2dnn": "bert2dnn-shape",
     "bert2dnn-stacked": "bert2dnn-shape",
     "bert2dnn-no-temperature": "bert2dnn-shape",
+    "bert2dnn-long": "bert2dnn-shape",
 }
 
 
@@ -134,6 +205,9 @@ def recorded(dirs: dict[str, Path], latency: Path) -> dict[str, Any]:
     shapes = read_json(latency)["results"]["beauty"]
     rows = {}
     for name, d in dirs.items():
+        if name not in SHAPES:
+            print(f"{name}: latency.json has no row of its shape; left out")
+            continue
         test, shape = read_json(d / "metrics.json")["test"], shapes[SHAPES[name]]
         rows[name] = {
             "NDCG@10": test["NDCG@10"],
@@ -160,6 +234,13 @@ def main() -> None:
     p.add_argument("--teacher", type=Path, help="the teacher's run directory")
     p.add_argument("--runs", type=Path, help="directory of the student runs")
     p.add_argument("--repeats", type=int, default=400, help="batch-1 calls per model")
+    p.add_argument("--repeats-64", type=int, default=100, help="calls with 64 users per model")
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="also score every run on GUIM-bench (guim.bench, no baselines; RUNS/bench) and "
+        "record each task's primary metric",
+    )
     p.add_argument("--quality-only", action="store_true", help="test metrics only (cached)")
     p.add_argument(
         "--latency-from",
@@ -217,7 +298,13 @@ def main() -> None:
         quality[name] = test_metrics(run, dirs[name], dataset)
         print(f"{name}: {quality[name]} ({time.perf_counter() - t0:.0f}s)", flush=True)
     if args.quality_only:
+        if args.bench:
+            bench_primaries(dirs, Path(dataset.path), args.runs / "bench")
         return
+
+    primaries = {}
+    if args.bench:
+        primaries = bench_primaries(dirs, Path(dataset.path), args.runs / "bench")
 
     histories = dataset.eval_cases(runs["teacher"].cfg.data.scheme, "test").history
     sample = histories.take(np.arange(min(64, len(histories))))
@@ -228,20 +315,35 @@ def main() -> None:
     t_start = time.perf_counter()
     results: dict[str, Any] = {}
     for name, run in runs.items():
+        print(name, flush=True)
         path = dirs[name] / "user_encoder.onnx"
         export_run(run, path)
-        onnx_run = OnnxRun(run, path, threads=1)
-        stats = percentiles(onnx_run.embed_users, single, warmup=max(3, len(single) // 20))
+        run.model.eval()
+        # batch 1 and 64, PyTorch eager and ONNX Runtime, one thread: a call includes turning
+        # the histories into padded arrays, as a served request does
+        grid = time_model(run, path, histories, args.repeats, args.repeats_64, (1,))
+        # the model alone: ONNX Runtime's session on arrays already padded (batch 1)
+        encoder = OnnxRun(run, path, threads=1).encoder
+        padded = [h.padded(encoder.max_len) for h in single]
+        session = percentiles(
+            lambda p, e=encoder: e.run_padded(p["item_idx"], p["event"], p["timestamp"]),
+            padded,
+            warmup=max(3, len(padded) // 20),
+        )
         results[name] = {
             **quality[name],
+            **({"bench": primaries[name]} if name in primaries else {}),
             "flops_per_user": flops_per_user(run, sample),
             "parameters": sum(p.numel() for p in run.model.parameters()),
-            "p50_ms": stats["p50"],
-            "p99_ms": stats["p99"],
+            "p50_ms": grid["p50_ms_batch1_onnx_1thread"],
+            "p99_ms": grid["p99_ms_batch1_onnx_1thread"],
+            "p50_ms_session_only": session["p50"],
+            "p99_ms_session_only": session["p99"],
+            **grid,
             "latency_source": "measured",
             **describe(dirs[name]),
         }
-        print(f"{name}: p50 {stats['p50']} ms, p99 {stats['p99']} ms", flush=True)
+        print(f"{name}: p50 {results[name]['p50_ms']} ms, session {session['p50']} ms", flush=True)
     results = with_kept(results, args, dataset.name)
 
     exclusive, wrapper = held_lock()
@@ -257,7 +359,12 @@ def main() -> None:
             f"(rows with latency_source 'measured'): {args.repeats} calls embedding one real test "
             "history (batch 1) with ONNX Runtime, one intra-op thread, after a warm-up; rows whose "
             "latency_source names latency.json copy FLOPs and latency from its rows of the same "
-            "shapes (untrained weights); p50_speedup = the set's teacher's p50 / the model's; a "
+            "shapes (untrained weights); p50_speedup = the set's teacher's p50 / the model's; "
+            "p50_ms_session_only: ONNX Runtime's session.run alone on histories already padded "
+            "(the model's own cost, without the per-call Python of turning a history into "
+            "arrays); p{50,99}_ms_batch{1,64}_{torch,onnx}_1thread: per call (of 1 or 64 "
+            "users), PyTorch eager and ONNX Runtime; bench: GUIM-bench primary metrics "
+            "(guim.bench on the frozen runs, test split); a "
             "set with a suffix (e.g. -4l) is scored against its own teacher (teacher-4l)"
         ),
         note=args.note,

@@ -7,6 +7,9 @@
 #   JOBS=2 benchmarks/distill_train.sh ...      # two runs at a time, one core each
 # With TEACHER=RUN an existing run is the teacher (e.g. a deeper one); no second teacher is
 # trained then, so the stacked student is skipped.
+# With LONG=M two more BERT2DNN students train for M minutes each: the preset's (position-weighted
+# pooling) and one concatenating the last 20 item tokens (model.mlp.pooling=concat), to see how
+# far the feed-forward student gets when it is not cut off after a few epochs.
 # Runs already present in OUT are skipped, so the script resumes after an interruption.
 set -euo pipefail
 PRESET=$1 DATA=$2 OUT=$3 CAP=${4:-5} TEACHER_CAP=${5:-6}
@@ -76,8 +79,18 @@ bert2dnn_no_temperature() {
   run bert2dnn-no-temperature $GUIM distill -t "$T" --student bert2dnn \
     -o "$OUT/bert2dnn-no-temperature" --set distill.temperature=1.0 "${SETS[@]}"
 }
+bert2dnn_long() {
+  run bert2dnn-long $GUIM distill -t "$T" --student bert2dnn -o "$OUT/bert2dnn-long" \
+    --set train.threads=1 --set "train.max_minutes=$LONG"
+}
+bert2dnn_concat_long() {
+  run bert2dnn-concat-long $GUIM distill -t "$T" --student bert2dnn \
+    -o "$OUT/bert2dnn-concat-long" --set model.mlp.pooling=concat --set train.threads=1 \
+    --set "train.max_minutes=$LONG"
+}
 STUDENTS=(minilm_half_depth bert2dnn minilm_half_width minilm_half_depth_no_distill
   bert2dnn_no_temperature)
+[ -z "${LONG:-}" ] || STUDENTS+=(bert2dnn_long bert2dnn_concat_long)
 [ -n "${TEACHER:-}" ] || STUDENTS+=(bert2dnn_stacked)
 in_lanes "${STUDENTS[@]}"
 echo done

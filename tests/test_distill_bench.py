@@ -48,3 +48,32 @@ def test_a_suffixed_set_is_scored_against_its_own_teacher_and_merged_by_model(di
     assert list(alone) == ["teacher"]  # without --merge nothing is kept
     with pytest.raises(KeyError):  # a set always needs its teacher
         distill.with_kept({"bert2dnn": row(0.03, 2, 0.5)}, args, "beauty")
+
+
+def test_bench_primaries_take_each_tasks_primary_metric_and_skip_tasks_not_scored(distill):
+    record = {
+        "tasks": {
+            "next_item": {"primary_metric": "NDCG@10"},
+            "cold_start": {"primary_metric": "NDCG@10"},
+            "item_attributes": {"primary_metric": "score"},
+        },
+        "results": {
+            "beauty": {
+                "teacher": {
+                    "next_item/NDCG@10": 0.05,
+                    "next_item/HR@10": 0.09,  # not a primary metric
+                    "cold_start/NDCG@10": 0.12,
+                    "item_attributes/score": 0.7,
+                },
+                "bert2dnn": {"next_item/NDCG@10": 0.03, "item_attributes/score": None},
+            }
+        },
+    }
+    assert distill.primaries_of(record) == {
+        "teacher": {
+            "next_item/NDCG@10": 0.05,
+            "cold_start/NDCG@10": 0.12,
+            "item_attributes/score": 0.7,
+        },
+        "bert2dnn": {"next_item/NDCG@10": 0.03},
+    }
