@@ -700,14 +700,19 @@ def serve(
     if admin_token:
         env["GUIM_SERVE_ADMIN_TOKEN"] = admin_token
     os.environ.update(env)  # the factory (in every worker) reads its settings from these
-    uvicorn.run(
-        "guim.serve.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    try:
+        uvicorn.run(
+            "guim.serve.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+    finally:
+        from guim.serve.pointer import remove_pointers
+
+        remove_pointers(os.getpid())  # the workers' model pointer (this process supervised them)
 
 
 def main() -> None:  # pragma: no cover

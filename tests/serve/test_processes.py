@@ -59,6 +59,8 @@ def server(source: Path, store: str, cli: bool = False, workers: int = 1, **sett
             store,
             "--port",
             str(port),
+            "--workers",
+            str(workers),
         ]
     else:
         cmd = [
@@ -118,13 +120,16 @@ def answers_by_worker(url: str, path: str, rounds: int = 24) -> list[dict]:
 
 
 def test_a_swap_reaches_every_worker(export_dir, good_run, tmp_path):
-    """`--workers 2`: a candidate posted to whichever worker takes the request is gated and
-    swapped there, and the other worker serves it too (through the model pointer); every
-    answer meanwhile is a 200 from the old model or the new one."""
+    """`guim serve --workers 2`: a candidate posted to whichever worker takes the request is
+    gated and swapped there, and the other worker serves it too (through the model pointer);
+    every answer meanwhile is a 200 from the old model or the new one. When the server stops,
+    the pointer's directory (in the temp directory, named by the supervisor) is removed."""
     candidate = shutil.copytree(good_run, tmp_path / "good-v2")  # same weights, new version
     store = f"sqlite:///{tmp_path / 'ev.db'}"
     opts = dict(admin_token="s3cret", gate_min_cases="10000", model_poll_seconds="0.1")
-    with server(export_dir, store, workers=2, **opts) as (url, proc):
+    pointers = Path(tempfile.gettempdir())
+    with server(export_dir, store, cli=True, workers=2, **opts) as (url, proc):
+        supervisor = proc.pid
         try:
             deadline = time.time() + 40
             old: dict[int, str] = {}
@@ -149,9 +154,13 @@ def test_a_swap_reaches_every_worker(export_dir, good_run, tmp_path):
                 time.sleep(0.1)
             assert set(new) == set(old), "the same two workers answered"
             assert set(new.values()) == {after}, new
-        finally:  # the pointer lives in the temp directory, named by the supervisor process
-            for d in Path(tempfile.gettempdir()).glob(f"guim-serve-{proc.pid}-*"):
+            assert list(pointers.glob(f"guim-serve-{supervisor}-*")), "the swap wrote a pointer"
+        except BaseException:
+            for d in pointers.glob(f"guim-serve-{supervisor}-*"):
                 shutil.rmtree(d, ignore_errors=True)
+            raise
+    assert proc.returncode == 0 or proc.returncode == -signal.SIGTERM, proc.returncode
+    assert not list(pointers.glob(f"guim-serve-{supervisor}-*")), "pointer left behind"
 
 
 @pytest.fixture

@@ -48,6 +48,20 @@ def default_path(source: Path, store: str) -> Path | None:
     return Path(tempfile.gettempdir()) / name / "live-model.json"
 
 
+def remove_pointers(supervisor_pid: int, root: Path | None = None) -> int:
+    """Delete the pointer directories of the workers of the server whose supervisor process is
+    `supervisor_pid` (called by `guim serve` once uvicorn has stopped them); the count removed."""
+    import shutil
+
+    root = Path(tempfile.gettempdir()) if root is None else root
+    removed = 0
+    for d in root.glob(f"guim-serve-{supervisor_pid}-*"):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def _start_time(pid: int) -> str:
     """The process's start time in clock ticks since boot (Linux), '' where /proc is absent."""
     try:
