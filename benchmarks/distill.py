@@ -35,6 +35,7 @@ MODELS = (
     "bert2dnn-no-temperature",
     "bert2dnn-long",  # LONG=M in distill_train.sh: the same students trained for M minutes
     "bert2dnn-concat-long",
+    "bert2dnn-concat-t1-long",  # LONGER=M: concatenated, no temperature
 )
 sys.path.insert(0, str(REPO / "benchmarks"))
 

@@ -9,7 +9,8 @@
 # trained then, so the stacked student is skipped.
 # With LONG=M two more BERT2DNN students train for M minutes each: the preset's (position-weighted
 # pooling) and one concatenating the last 20 item tokens (model.mlp.pooling=concat), to see how
-# far the feed-forward student gets when it is not cut off after a few epochs.
+# far the feed-forward student gets when it is not cut off after a few epochs. With LONGER=M one
+# more: concatenated tokens and no temperature (T = 1), M minutes.
 # Runs already present in OUT are skipped, so the script resumes after an interruption.
 set -euo pipefail
 PRESET=$1 DATA=$2 OUT=$3 CAP=${4:-5} TEACHER_CAP=${5:-6}
@@ -88,9 +89,15 @@ bert2dnn_concat_long() {
     -o "$OUT/bert2dnn-concat-long" --set model.mlp.pooling=concat --set train.threads=1 \
     --set "train.max_minutes=$LONG"
 }
+bert2dnn_concat_t1_long() {
+  run bert2dnn-concat-t1-long $GUIM distill -t "$T" --student bert2dnn \
+    -o "$OUT/bert2dnn-concat-t1-long" --set model.mlp.pooling=concat \
+    --set distill.temperature=1.0 --set train.threads=1 --set "train.max_minutes=$LONGER"
+}
 STUDENTS=(minilm_half_depth bert2dnn minilm_half_width minilm_half_depth_no_distill
   bert2dnn_no_temperature)
 [ -z "${LONG:-}" ] || STUDENTS+=(bert2dnn_long bert2dnn_concat_long)
+[ -z "${LONGER:-}" ] || STUDENTS+=(bert2dnn_concat_t1_long)
 [ -n "${TEACHER:-}" ] || STUDENTS+=(bert2dnn_stacked)
 in_lanes "${STUDENTS[@]}"
 echo done
