@@ -622,7 +622,7 @@ def export_cmd(
     flat_max: Annotated[int, typer.Option(help="Largest catalogue indexed exactly.")] = 50_000,
     hnsw_m: Annotated[int, typer.Option(help="HNSW links per node.")] = 32,
     ef_construction: Annotated[int, typer.Option(help="HNSW build beam.")] = 80,
-    ef_search: Annotated[int, typer.Option(help="HNSW query beam.")] = 128,
+    ef_search: Annotated[int, typer.Option(help="HNSW query beam.")] = 256,
     nlist: Annotated[int, typer.Option(help="IVF lists (0 = 4 sqrt(n)).")] = 0,
     nprobe: Annotated[int, typer.Option(help="IVF lists probed per query.")] = 32,
     dataset: Annotated[

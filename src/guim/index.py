@@ -26,7 +26,7 @@ class IndexConfig:
     flat_max: int = 50_000
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 128
+    ef_search: int = 256
     nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n)
     nprobe: int = 32
     threads: int = 0  # faiss OpenMP threads (0 = leave faiss's default)
