@@ -63,20 +63,19 @@ def test_metrics(run: Any, run_dir: Path, dataset: Any) -> dict[str, float]:
     return out
 
 
-def bench_primaries(dirs: dict[str, Path], dataset_dir: Path, out: Path) -> dict[str, Any]:
+def bench_primaries(
+    runs: dict[str, Any], dirs: dict[str, Path], dataset_dir: Path, out: Path
+) -> dict[str, Any]:
     """GUIM-bench's primary metric of every task that runs on a loo run (`guim.bench.run.bench`
-    on the frozen runs, no baselines), per model: {"next_item/NDCG@10": ..., ...}. The bench is
-    reused from out/bench.json when it scored the same runs (weights digests) on this dataset."""
+    on the frozen runs, no baselines, written to `out`), per model: {"next_item/NDCG@10": ...}.
+    The bench is reused when it scored the same weights (digests of the loaded `runs`)."""
     from guim.bench.run import ModelSpec, bench
-    from guim.embed import load_run
-    from guim.io import read_json
+    from guim.io import read_json, write_json
     from guim.onnx import weights_digest
 
-    digests = {name: weights_digest(load_run(d).model) for name, d in dirs.items()}
+    digests = {name: weights_digest(run.model) for name, run in runs.items()}
     stamp = out / "digests.json"
     if not (stamp.exists() and read_json(stamp) == digests and (out / "bench.json").exists()):
-        from guim.io import write_json
-
         specs = [ModelSpec.from_runs(name, [d]) for name, d in dirs.items()]
         bench(specs, dataset_dir, out, baselines=())
         write_json(stamp, digests)
@@ -227,7 +226,7 @@ def main() -> None:
     from guim.data.dataset import Dataset
     from guim.embed import load_run
     from guim.io import read_json
-    from guim.onnx import OnnxRun, export_run
+    from guim.onnx import OnnxUserEncoder, export_run
     from guim.provenance import write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -298,14 +297,11 @@ def main() -> None:
         t0 = time.perf_counter()
         quality[name] = test_metrics(run, dirs[name], dataset)
         print(f"{name}: {quality[name]} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    if args.quality_only:
-        if args.bench:
-            bench_primaries(dirs, Path(dataset.path), args.runs / "bench")
-        return
-
     primaries = {}
     if args.bench:
-        primaries = bench_primaries(dirs, Path(dataset.path), args.runs / "bench")
+        primaries = bench_primaries(runs, dirs, Path(dataset.path), args.runs / "bench")
+    if args.quality_only:
+        return
 
     histories = dataset.eval_cases(runs["teacher"].cfg.data.scheme, "test").history
     sample = histories.take(np.arange(min(64, len(histories))))
@@ -324,7 +320,7 @@ def main() -> None:
         # the histories into padded arrays, as a served request does
         grid = time_model(run, path, histories, args.repeats, args.repeats_64, (1,))
         # the model alone: ONNX Runtime's session on arrays already padded (batch 1)
-        encoder = OnnxRun(run, path, threads=1).encoder
+        encoder = OnnxUserEncoder(path, run.cfg.data.max_len, threads=1)
         padded = [h.padded(encoder.max_len) for h in single]
         session = percentiles(
             lambda p, e=encoder: e.run_padded(p["item_idx"], p["event"], p["timestamp"]),

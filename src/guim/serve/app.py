@@ -599,7 +599,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
             faiss.omp_set_num_threads(settings.torch_threads)  # one query per request
         index = None
         if settings.ef_search or settings.nprobe:
-            index = IndexConfig(ef_search=settings.ef_search or 256, nprobe=settings.nprobe or 32)
+            defaults = IndexConfig()
+            index = IndexConfig(
+                ef_search=settings.ef_search or defaults.ef_search,
+                nprobe=settings.nprobe or defaults.nprobe,
+            )
         pointer = settings.model_pointer or default_path(settings.source, settings.store_url())
         live = read_pointer(pointer) if pointer is not None else None
         model = None

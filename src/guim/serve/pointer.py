@@ -44,22 +44,22 @@ def default_path(source: Path, store: str) -> Path | None:
     if parent is None or parent.pid is None:
         return None
     settings = hashlib.blake2b(f"{Path(source).resolve()}|{store}".encode(), digest_size=6)
-    name = f"guim-serve-{parent.pid}-{_start_time(parent.pid)}-{settings.hexdigest()}"
+    name = f"{_prefix(parent.pid)}{_start_time(parent.pid)}-{settings.hexdigest()}"
     return Path(tempfile.gettempdir()) / name / "live-model.json"
 
 
-def remove_pointers(supervisor_pid: int, root: Path | None = None) -> int:
+def remove_pointers(supervisor_pid: int) -> None:
     """Delete the pointer directories of the workers of the server whose supervisor process is
-    `supervisor_pid` (called by `guim serve` once uvicorn has stopped them); the count removed."""
+    `supervisor_pid` (called by `guim serve` once uvicorn has stopped them)."""
     import shutil
 
-    root = Path(tempfile.gettempdir()) if root is None else root
-    removed = 0
-    for d in root.glob(f"guim-serve-{supervisor_pid}-*"):
-        if d.is_dir():
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed
+    for d in Path(tempfile.gettempdir()).glob(f"{_prefix(supervisor_pid)}*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _prefix(supervisor_pid: int) -> str:
+    """The start of the name of every pointer directory of one server's workers."""
+    return f"guim-serve-{supervisor_pid}-"
 
 
 def _start_time(pid: int) -> str:
