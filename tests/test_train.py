@@ -322,6 +322,35 @@ def test_all_windows_predict_every_interaction_once(objective, stride, recent):
     assert all(b.items.shape[1] <= 5 for b in batches)
 
 
+@pytest.mark.parametrize("recent", [0, 3])
+def test_prefix_windows_are_one_example_per_target(recent):
+    """windows = "prefix": each training interaction is the only target of its own window, at
+    the window's last position, read after exactly the min(max_len, position) items before it."""
+    from guim.data.dataset import Sequences
+
+    lengths = [2, 5, 6, 9, 1]
+    seqs = Sequences.from_lists(
+        [list(range(100 * (r + 1), 100 * (r + 1) + n)) for r, n in enumerate(lengths)]
+    )
+    overrides = ["data.max_len=4", "data.windows=prefix", "train.batch_size=3"]
+    cfg = load_config(None, [*overrides, f"data.recent_targets={recent}"])
+    batches = make_batches(seqs, cfg.data, cfg.train, np.random.default_rng(0))
+    seen_targets = []
+    for b in batches:
+        for items, targets in zip(b.items.numpy(), b.targets.numpy(), strict=True):
+            assert np.flatnonzero(targets).tolist() == [len(targets) - 1]  # one, at the end
+            target = int(targets[-1])
+            context = items[items > 0]
+            assert context.tolist() == list(range(target - min(4, target % 100), target))
+            seen_targets.append(target)
+    expected = [
+        100 * (r + 1) + i
+        for r, n in enumerate(lengths)
+        for i in range(max(1, n - recent if recent else 1), n)
+    ]
+    assert sorted(seen_targets) == expected
+
+
 def test_window_stride_is_checked_at_start_up():
     for overrides in (
         ["data.windows=all", "data.max_len=3", "data.window_stride=4"],
@@ -329,8 +358,10 @@ def test_window_stride_is_checked_at_start_up():
         ["data.windows=all", "data.window_stride=2", "train.objective=masked"],
         ["data.windows=crop", "data.recent_targets=5"],
         ["data.windows=all", "data.recent_targets=-1"],
+        ["data.windows=prefix", "data.window_stride=2"],
+        ["data.windows=prefix", "train.objective=masked"],
     ):
-        with pytest.raises(ValueError, match=r"window_stride|recent_targets"):
+        with pytest.raises(ValueError, match=r"window_stride|recent_targets|prefix"):
             load_config(None, overrides)
     # the stride bound follows the final max_len, whatever the order of the overrides
     cfg = load_config(None, ["data.windows=all", "data.window_stride=8", "data.max_len=10"])

@@ -327,7 +327,11 @@ def train(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Prepared dataset directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
     preset: Annotated[
-        str | None, typer.Option(help="Preset name (beauty, lastfm, ml-100k, synthetic) or .toml.")
+        str | None,
+        typer.Option(
+            help="Preset: auto (the default recipe, derived from the dataset's statistics; "
+            "guim.recipe), beauty, lastfm, ml-100k, synthetic, or a .toml file."
+        ),
     ] = None,
     set: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4.")
@@ -348,7 +352,7 @@ def train(
     from guim.config import load_config
     from guim.train import train as train_fn
 
-    cfg = load_config(preset, set or [])
+    cfg = load_config(preset, set or [], dataset)
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 and "RANK" not in os.environ:

@@ -27,15 +27,17 @@ class DataConfig:
     scheme: Literal["loo", "temporal", "cold"] = "loo"
     max_len: int = 50  # positions per training window / user history
     # training windows per epoch: "crop" = one per user (random crop of long histories),
-    # "all" = consecutive windows covering every interaction of every user
-    windows: Literal["crop", "all"] = "crop"
+    # "all" = consecutive windows covering every interaction of every user, "prefix" = one
+    # window per training interaction, trained on that target alone (one example per prefix,
+    # as ICSRec / BSARec; next-item objective only)
+    windows: Literal["crop", "all", "prefix"] = "crop"
     # windows = "all", next-item objective: distance between the ends of consecutive windows
     # (0 = max_len: windows do not overlap). With a smaller stride the windows overlap and each
     # window is trained only on its last `window_stride` targets, so every target is predicted
-    # once per epoch with at least max_len - window_stride items of context (1 = every prefix,
-    # as SASRec implementations that train one example per prefix).
+    # once per epoch with at least max_len - window_stride items of context (a history shorter
+    # than max_len is one window trained on all its targets; windows = "prefix" splits it too).
     window_stride: int = 0
-    # windows = "all": train only on each user's most recent `recent_targets` training
+    # windows = "all" / "prefix": train only on each user's most recent `recent_targets` training
     # interactions (0 = all of them); older ones are still read as context. Long, old histories
     # can pull a small model away from what users do now.
     recent_targets: int = 0
@@ -416,11 +418,17 @@ def _combination_problems(cfg: Config) -> list[str]:
         out.append(f"'data.recent_targets' must be >= 0, got {d.recent_targets}")
     objectives = {t.objective, *(s.objective for s in t.stages if s.objective)}
     overlapping = d.window_stride not in (0, d.max_len)
-    if (overlapping or d.recent_targets) and (d.windows != "all" or objectives != {"next"}):
+    if overlapping and (d.windows != "all" or objectives != {"next"}):
         out.append(
-            "'data.window_stride' and 'data.recent_targets' apply to "
-            "data.windows='all' with the next-item objective only"
+            "'data.window_stride' applies to data.windows='all' with the next-item objective only"
         )
+    if d.recent_targets and (d.windows == "crop" or objectives != {"next"}):
+        out.append(
+            "'data.recent_targets' applies to data.windows='all' or 'prefix' with the next-item "
+            "objective only"
+        )
+    if d.windows == "prefix" and objectives != {"next"}:
+        out.append("data.windows='prefix' needs the next-item objective (one target a window)")
     if cfg.loss.hard_negatives and cfg.loss.kind != "sampled":
         out.append(
             "'loss.hard_negatives' needs loss.kind='sampled' (the full softmax scores every item)"
@@ -496,10 +504,21 @@ def _combination_problems(cfg: Config) -> list[str]:
     return out
 
 
-def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the preset's differences, then each `--set` override, in that order."""
+def load_config(
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    dataset: str | Path | None = None,
+) -> Config:
+    """Defaults, then the preset's differences, then each `--set` override, in that order.
+    Preset "auto" is the default recipe, derived from the prepared `dataset` (guim.recipe)."""
     cfg = Config()
-    if preset:
+    if preset == "auto":
+        if dataset is None:
+            raise ConfigError("preset 'auto' is derived from the dataset: give its directory")
+        from guim.recipe import auto_preset_for
+
+        cfg = from_dict(auto_preset_for(dataset), cfg, source="preset auto (guim.recipe)")
+    elif preset:
         path = preset_path(preset)
         with open(path, "rb") as f:
             cfg = from_dict(tomllib.load(f), cfg, source=str(path))

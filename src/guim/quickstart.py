@@ -88,7 +88,9 @@ def train_models(
     grouped: dict[str, dict[str, Path]] = {}
     for text in train:
         label, preset, scheme = parse_train(text)
-        cfg = load_config(preset, [*overrides, f"train.seed={seed}", f"data.scheme={scheme}"])
+        cfg = load_config(
+            preset, [*overrides, f"train.seed={seed}", f"data.scheme={scheme}"], dataset_dir
+        )
         run_dir = out_dir / "runs" / f"{label}-{scheme}"
         if scheme in grouped.setdefault(label, {}):
             raise UserError(f"--train: {label!r} is trained twice on {scheme}")

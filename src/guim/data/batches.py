@@ -99,7 +99,9 @@ def make_batches(
     `data.window_stride` items apart (default: max_len, i.e. consecutive windows whose targets do
     not overlap); a window is trained on its last `window_stride` targets only (the first window
     of a sequence on all of its own), so each interaction is predicted once per epoch however long
-    the history, and with a smaller stride every target sees more context.
+    the history, and with a smaller stride every target sees more context. "prefix": one window
+    per training target, ending at it and trained on it alone (the last max_len items before it
+    as input), i.e. one example per prefix as ICSRec / BSARec train.
     """
     max_len, next_item = data.max_len, train.objective == "next"
     span = max_len + 1 if next_item else max_len
@@ -115,16 +117,18 @@ def make_batches(
         take = np.minimum(n, span)
         starts = seqs.offsets[rows] + start_in_row
     else:
-        # window j of a row ends at n - j * stride, until one starts at the row's first item
-        n_windows = 1 + (np.maximum(n - span, 0) + stride - 1) // stride
+        prefix = data.windows == "prefix"
+        # "all": window j of a row ends at n - j * stride, until one starts at the row's first
+        # item; "prefix": one window per target, window j ends at item j + 1 (its only target)
+        n_windows = n - 1 if prefix else 1 + (np.maximum(n - span, 0) + stride - 1) // stride
         row_of = np.repeat(np.arange(len(rows)), n_windows)
         j = np.arange(len(row_of)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-        end = n[row_of] - j * stride
+        end = j + 2 if prefix else n[row_of] - j * stride
         start = np.maximum(end - span, 0)
         take = end - start
         starts = seqs.offsets[rows][row_of] + start
         # targets of window j: its last n_targets positions, i.e. items [end - n_targets, end)
-        n_targets = np.where(start > 0, stride, take - 1)
+        n_targets = np.ones_like(take) if prefix else np.where(start > 0, stride, take - 1)
         if recent:
             # only targets among the row's last `recent` items: [n - recent, n)
             first = np.maximum(n[row_of] - recent, 1)

@@ -1,0 +1,77 @@
+"""The default recipe: `guim train --preset auto` derives a run's settings from the prepared
+dataset itself, by the rules below, instead of a per-dataset table of hand-picked values.
+
+Every rule reads only what `guim prepare` recorded (stats.json) and the lengths of the training
+sequences, so a shop's own log gets the same treatment as the datasets it was chosen on (chosen on
+the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, README "Quality"):
+
+1. One training example per prefix (`data.windows = "prefix"`): every training interaction is
+   the target of its own window, read after the up to max_len items before it, as the best
+   published models on the S3-Rec files train (ICSRec, BSARec). The representation is trained
+   exactly where it is used (at the last position of a history), and an epoch takes many more,
+   smaller steps. Position ids count from the start of the window (`model.positions =
+   "from_start"`), so a prefix is encoded the same whether it is trained or served.
+   Exception: when the prefix windows would hold more than `PREFIX_TOKEN_LIMIT` tokens in an epoch
+   (long histories on a large shop; an epoch would no longer fit the budget a few times over),
+   consecutive windows with overlapping context (`windows = "all"`, stride 10) cover every
+   target once an epoch at a tenth of the cost.
+2. Event-type and time-gap inputs only where the data has them: a log without event types
+   (every event a "view") or whose timestamps are only positions (the S3-Rec files) would feed a
+   constant or a copy of the position, so those inputs are off.
+3. A weight EMA (0.995) is validated and kept: it smooths the epoch-to-epoch noise of the
+   best-epoch choice.
+4. A 25-minute training budget (`train.max_minutes`), patience 10 epochs, up to 200 epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# rule 1: above this many tokens per epoch, prefix windows give way to strided windows
+PREFIX_TOKEN_LIMIT = 5_000_000
+STRIDE = 10
+
+
+def prefix_tokens(lengths: np.ndarray, max_len: int) -> int:
+    """Tokens per epoch of prefix windows over training sequences of these lengths: a row of n
+    items has windows ending at items 2..n, each of up to max_len + 1 items."""
+    n = np.asarray(lengths, dtype=np.int64)
+    n = n[n >= 2]
+    span = max_len + 1
+    # sum over k = 2..n of min(k, span), in closed form per row
+    short = np.minimum(n, span)
+    total = short * (short + 1) // 2 - 1 + (n - short) * span
+    return int(total.sum())
+
+
+def auto_preset(stats: Mapping[str, Any], lengths: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The config differences (preset form) for a dataset with these stats.json contents and
+    training-sequence lengths."""
+    from guim.config import DataConfig
+
+    max_len = DataConfig().max_len
+    data: dict[str, Any] = {
+        "use_events": bool(stats.get("has_event_types", True)),
+        "use_time": not stats.get("timestamps_are_positions", False),
+    }
+    if prefix_tokens(lengths, max_len) <= PREFIX_TOKEN_LIMIT:
+        data["windows"] = "prefix"
+    else:
+        data.update(windows="all", window_stride=STRIDE)
+    return {
+        "data": data,
+        "model": {"positions": "from_start"},
+        "train": {"ema_decay": 0.995, "epochs": 200, "patience": 10, "max_minutes": 25.0},
+    }
+
+
+def auto_preset_for(dataset: str | Path) -> dict[str, dict[str, Any]]:
+    """`auto_preset` of a prepared dataset directory (its leave-one-out training sequences)."""
+    from guim.data.dataset import Dataset
+
+    ds = Dataset(dataset)
+    return auto_preset(ds.stats, ds.train_sequences("loo").lengths)

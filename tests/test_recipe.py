@@ -1,0 +1,69 @@
+"""The default recipe (`--preset auto`, guim.recipe): its rules follow the dataset's own
+statistics, and `guim train --preset auto` trains with them end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from guim.config import ConfigError, load_config
+from guim.data.loaders.s3rec import load_s3rec
+from guim.data.prepare import prepare
+from guim.recipe import PREFIX_TOKEN_LIMIT, auto_preset, prefix_tokens
+
+
+def test_prefix_tokens_by_hand():
+    # max_len 3 (windows of up to 4 items): a row of 6 has windows ending at items 2..6 of
+    # 2, 3, 4, 4, 4 items = 17; a row of 2: one window of 2; a row of 1: none
+    assert prefix_tokens(np.array([6, 2, 1]), max_len=3) == 17 + 2
+    assert prefix_tokens(np.array([], dtype=np.int64), max_len=3) == 0
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 40, size=50)
+    brute = sum(min(k, 11) for n in lengths for k in range(2, n + 1))
+    assert prefix_tokens(lengths, max_len=10) == brute
+
+
+def test_rules_follow_the_statistics():
+    s3rec_like = {"has_event_types": False, "timestamps_are_positions": True}
+    shop = {"has_event_types": True, "timestamps_are_positions": False}
+    short = np.full(1000, 8)
+    auto = auto_preset(s3rec_like, short)
+    assert auto["data"] == {"use_events": False, "use_time": False, "windows": "prefix"}
+    assert auto["model"]["positions"] == "from_start"
+    assert auto_preset(shop, short)["data"]["use_events"] is True
+    assert auto_preset(shop, short)["data"]["use_time"] is True
+    # a large shop with long histories: prefix windows would not fit the budget
+    long = np.full(PREFIX_TOKEN_LIMIT // 5000, 200)  # 8,924 tokens a row
+    assert prefix_tokens(long, 50) > PREFIX_TOKEN_LIMIT
+    big = auto_preset(shop, long)["data"]
+    assert big["windows"] == "all" and big["window_stride"] == 10
+
+
+def test_auto_needs_the_dataset():
+    with pytest.raises(ConfigError, match="auto"):
+        load_config("auto")
+
+
+def test_guim_train_preset_auto_end_to_end(tmp_path):
+    from guim.train import train
+
+    rng = np.random.default_rng(0)
+    lines = [" ".join(map(str, [u, *rng.integers(1, 40, size=12)])) for u in range(1, 61)]
+    (tmp_path / "Toy.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "Toy_item2attributes.json").write_text(
+        json.dumps({str(i): [i % 3] for i in range(1, 40)})
+    )
+    data = prepare(load_s3rec(tmp_path / "Toy.txt"), tmp_path / "ds", show_progress=False)
+    cfg = load_config(
+        "auto",
+        ["train.epochs=2", "model.dim=16", "model.ffn_dim=16", "train.threads=1"],
+        data,
+    )
+    assert cfg.data.windows == "prefix" and not cfg.data.use_time
+    assert cfg.train.ema_decay == 0.995
+    run = train(cfg, data, tmp_path / "run", show_progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"]["windows"] == "prefix"
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
