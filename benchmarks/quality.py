@@ -15,7 +15,6 @@ A variant is NAME=PRESET[,SECTION.KEY=VALUE...]; PRESET "DATASET" is the dataset
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -62,20 +61,22 @@ def command(data: Path, run: Path, preset: str, overrides: list[str], seed: int)
     return cmd + [x for s in sets for x in ("--set", s)]
 
 
-def finished(run: Path, cmd: list[str]) -> bool:
-    """A complete run of exactly this command (its config and test metrics written)."""
-    meta = run / "quality-command.json"
-    return (
-        (run / "metrics.json").exists()
-        and meta.exists()
-        and json.loads(meta.read_text())["command"] == cmd
-    )
+def finished(run: Path, data: Path, preset: str, overrides: list[str], seed: int) -> bool:
+    """A complete run (test metrics written) of exactly the config this command resolves to."""
+    from guim.config import load_config
+    from guim.io import read_json
+
+    if not (run / "metrics.json").exists():
+        return False
+    sets = [*overrides, f"train.seed={seed}", "train.threads=1"]
+    return read_json(run / "metrics.json")["config_hash"] == load_config(preset, sets, data).hash()
 
 
-def train_one(data: Path, run: Path, cmd: list[str]) -> dict[str, Any]:
+def train_one(job: tuple) -> dict[str, Any]:
     from guim.io import read_json, write_json
 
-    if not finished(run, cmd):
+    _, _, seed, data, run, cmd, preset, overrides = job
+    if not finished(run, data, preset, overrides, seed):
         if run.exists():
             import shutil
 
@@ -96,7 +97,7 @@ def train_one(data: Path, run: Path, cmd: list[str]) -> dict[str, Any]:
         "train_seconds": m["train_seconds"],
         "epochs": m["epochs_run"],
         "best_epoch": m["best_epoch"],
-        "wall_seconds": read_json(run / "quality-command.json")["wall_seconds"],
+        "wall_seconds": read_json(run / "quality-command.json").get("wall_seconds"),
         "config_hash": m["config_hash"],
     }
 
@@ -131,24 +132,23 @@ def main() -> None:
     from guim.provenance import write_results
 
     variants = args.variant or ["guim-default=auto"]
-    jobs = []  # (dataset, variant, seed, data, run, cmd)
+    jobs = []  # (dataset, variant, seed, data, run, cmd, preset, overrides)
     for name in args.datasets:
         data = data_dir(name)
         for text in variants:
             label, preset, overrides = parse_variant(text, name)
             for seed in args.seeds:
                 run = RUNS / name / f"{label}-s{seed}"
-                jobs.append(
-                    (name, label, seed, data, run, command(data, run, preset, overrides, seed))
-                )
+                cmd = command(data, run, preset, overrides, seed)
+                jobs.append((name, label, seed, data, run, cmd, preset, overrides))
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda j: train_one(j[3], j[4], j[5]), jobs))
+        done = list(pool.map(train_one, jobs))
     old = read_json(args.out)["results"] if args.merge and args.out.exists() else {}
     # this invocation's datasets, keeping their other variants; write_results keeps the rest
     results: dict[str, dict[str, Any]] = {n: dict(old.get(n, {})) for n in args.datasets}
     grouped: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     cmds = {}
-    for (name, label, seed, _, _, cmd), res in zip(jobs, done, strict=True):
+    for (name, label, seed, _, _, cmd, _, _), res in zip(jobs, done, strict=True):
         grouped.setdefault((name, label), {})[seed] = res
         cmds[(name, label)] = cmd
     for (name, label), runs in grouped.items():

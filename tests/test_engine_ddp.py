@@ -37,7 +37,7 @@ def guim_train(dataset: Path, out: Path, nproc: int, epochs: int, *extra: str) -
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     launcher += ["--standalone"]  # a free port of its own
     head = [*launcher, "-m", "guim"] if nproc > 1 else [sys.executable, "-m", "guim"]
-    args = [*head, "train", "--dataset", str(dataset), "--out", str(out)]
+    args = [*head, "train", "--dataset", str(dataset), "--out", str(out), "--preset", "none"]
     for text in [*SETTINGS, f"train.epochs={epochs}", *extra]:
         args += ["--set", text]
     return args

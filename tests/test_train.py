@@ -60,7 +60,7 @@ def kill_and_resume(tmp_path, overrides: list[str], kill_after_epoch: int) -> li
                      show_progress=False, evaluate_test=False)  # fmt: skip
     killed = tmp_path / "killed"
     guim = [sys.executable, "-c", "from guim.cli import app; app()"]
-    args = ["train", "--dataset", str(ds.path), "--out", str(killed)]
+    args = ["train", "--dataset", str(ds.path), "--out", str(killed), "--preset", "none"]
     for text in overrides:
         args += ["--set", text]
     proc = subprocess.Popen([*guim, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -327,12 +327,13 @@ def train(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Prepared dataset directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
     preset: Annotated[
-        str | None,
+        str,
         typer.Option(
             help="Preset: auto (the default recipe, derived from the dataset's statistics; "
-            "guim.recipe), beauty, lastfm, ml-100k, synthetic, or a .toml file."
+            "guim.recipe), none (the config defaults alone), beauty, lastfm, ml-100k, "
+            "synthetic, or a .toml file."
         ),
-    ] = None,
+    ] = "auto",
     set: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=3e-4.")
     ] = None,
@@ -352,7 +353,8 @@ def train(
     from guim.config import load_config
     from guim.train import train as train_fn
 
-    cfg = load_config(preset, set or [], dataset)
+    preset_or_none = None if preset == "none" else preset
+    cfg = load_config(preset_or_none, set or [], dataset)
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 and "RANK" not in os.environ:
