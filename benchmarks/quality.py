@@ -15,6 +15,7 @@ A variant is NAME=PRESET[,SECTION.KEY=VALUE...]; PRESET "DATASET" is the dataset
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,37 @@ def summarise(runs: dict[int, dict[str, Any]], cmd: list[str]) -> dict[str, Any]
     return out
 
 
+def differences(config: dict[str, Any], base: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The settings of a run's config.json that differ from `base`, as section.key: value."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out.update(differences(value, base[key], f"{prefix}{key}."))
+        elif base.get(key) != value and key not in ("seed", "threads"):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def ablation(run: Path) -> dict[str, Any]:
+    """A finished run's validation and test figures and its settings (differences from the
+    config defaults), for the validation ablations recorded beside the seeds."""
+    from guim.config import Config
+    from guim.io import read_json
+
+    m = read_json(run / "metrics.json")
+    return {
+        "valid_NDCG@10": m["valid_NDCG@10"],
+        **{k: m["test"][k] for k in METRICS},
+        "train_seconds": m["train_seconds"],
+        "best_epoch": m["best_epoch"],
+        "epochs": m["epochs_run"],
+        # defaults through JSON, so tuples compare equal to the saved lists
+        "settings": differences(
+            read_json(run / "config.json"), json.loads(json.dumps(Config().to_dict()))
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["beauty", "lastfm", "ml-100k", "synthetic"])
@@ -126,6 +158,17 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--merge", action="store_true", help="keep other datasets / variants in --out")
+    ap.add_argument(
+        "--presets-from",
+        type=Path,
+        help="results file of benchmarks/guim_quality.py: its preset runs become guim-preset",
+    )
+    ap.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        help="DATASET:NAME=RUN_DIR, a finished run recorded under ablations (validation choice)",
+    )
     args = ap.parse_args()
 
     from guim.io import read_json
@@ -156,10 +199,27 @@ def main() -> None:
         print(
             name, label, {k: results[name][label][k] for k in ("NDCG@10", "NDCG@10_std", "HR@10")}
         )
+    if args.presets_from:  # today's presets, one seed each, as guim_quality.py recorded them
+        for name, models in read_json(args.presets_from)["results"].items():
+            if name in results and "guim" in models and "guim-preset" not in results[name]:
+                r = models["guim"]
+                results[name]["guim-preset"] = {
+                    **{k: r[k] for k in (*METRICS, "valid_NDCG@10", "train_seconds")},
+                    "NDCG@10_std": None,
+                    "seeds": [0],
+                    "command": r["command"],
+                    "source": f"{args.presets_from.name} (one seed; measured on an earlier day)",
+                }
+    ablations: dict[str, dict[str, Any]] = {}
+    for text in args.ablation:
+        where, _, run = text.partition("=")
+        name, _, label = where.partition(":")
+        ablations.setdefault(name, {})[label] = ablation(Path(run))
     write_results(
         args.out,
         results,
         merge=args.merge,
+        ablations=ablations,
         protocol="leave-one-out test split, full ranking over all items, history masked, "
         "pessimistic ties; each run one torch thread, up to two side by side on the 2-core machine",
         published_NDCG_at_10=PUBLISHED,

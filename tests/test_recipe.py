@@ -11,7 +11,7 @@ import pytest
 from guim.config import ConfigError, load_config
 from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
-from guim.recipe import PREFIX_TOKEN_LIMIT, auto_preset, prefix_tokens
+from guim.recipe import PREFIX_TOKEN_LIMIT, WIDE_CATALOGUE, auto_preset, prefix_tokens
 
 
 def test_prefix_tokens_by_hand():
@@ -26,12 +26,14 @@ def test_prefix_tokens_by_hand():
 
 
 def test_rules_follow_the_statistics():
-    s3rec_like = {"has_event_types": False, "timestamps_are_positions": True}
-    shop = {"has_event_types": True, "timestamps_are_positions": False}
+    s3rec_like = {"has_event_types": False, "timestamps_are_positions": True, "n_items": 3000}
+    shop = {"has_event_types": True, "timestamps_are_positions": False, "n_items": 3000}
     short = np.full(1000, 8)
     auto = auto_preset(s3rec_like, short)
     assert auto["data"] == {"use_events": False, "use_time": False, "windows": "prefix"}
-    assert auto["model"]["positions"] == "from_start"
+    assert auto["model"] == {"positions": "from_start"}  # dim 64, the default
+    wide = auto_preset({**shop, "n_items": WIDE_CATALOGUE}, short)["model"]
+    assert wide["dim"] == 128 and wide["ffn_dim"] == 512
     assert auto_preset(shop, short)["data"]["use_events"] is True
     assert auto_preset(shop, short)["data"]["use_time"] is True
     # a large shop with long histories: prefix windows would not fit the budget

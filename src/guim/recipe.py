@@ -18,9 +18,13 @@ the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, REA
 2. Event-type and time-gap inputs only where the data has them: a log without event types
    (every event a "view") or whose timestamps are only positions (the S3-Rec files) would feed a
    constant or a copy of the position, so those inputs are off.
-3. A weight EMA (0.995) is validated and kept: it smooths the epoch-to-epoch noise of the
-   best-epoch choice.
-4. A 25-minute training budget (`train.max_minutes`), patience 10 epochs, up to 200 epochs.
+3. Width from the catalogue: dim 128 (feed-forward 512) for catalogues of at least
+   `WIDE_CATALOGUE` items, the default dim 64 (feed-forward 256) below. On Beauty (12,101 items)
+   dim 128 reached a higher validation NDCG@10 than dim 64 within the budget; on LastFM (3,646
+   items) dim 128 costs 2.5x an epoch and did not.
+4. A weight EMA (0.995) is validated and kept: it smooths the epoch-to-epoch noise of the
+   best-epoch choice (LastFM validation 0.0634 -> 0.0681).
+5. A 25-minute training budget (`train.max_minutes`), patience 10 epochs, up to 200 epochs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import numpy as np
 # rule 1: above this many tokens per epoch, prefix windows give way to strided windows
 PREFIX_TOKEN_LIMIT = 5_000_000
 STRIDE = 10
+# rule 3: catalogues of at least this many items get dim 128
+WIDE_CATALOGUE = 10_000
 
 
 def prefix_tokens(lengths: np.ndarray, max_len: int) -> int:
@@ -62,9 +68,12 @@ def auto_preset(stats: Mapping[str, Any], lengths: np.ndarray) -> dict[str, dict
         data["windows"] = "prefix"
     else:
         data.update(windows="all", window_stride=STRIDE)
+    model: dict[str, Any] = {"positions": "from_start"}
+    if stats.get("n_items", 0) >= WIDE_CATALOGUE:
+        model.update(dim=128, ffn_dim=512)
     return {
         "data": data,
-        "model": {"positions": "from_start"},
+        "model": model,
         "train": {"ema_decay": 0.995, "epochs": 200, "patience": 10, "max_minutes": 25.0},
     }
 
