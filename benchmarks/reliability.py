@@ -868,7 +868,8 @@ def train_kills(tally: Tally, root: Path) -> None:
     from guim.checkpoint import load_weights
 
     ds = s3rec_dataset(root, n_users=200, n_items=40, length=20)
-    sets = [x for o in OVERRIDES for x in ("--set", o)]
+    # the drills' own settings on the bare config defaults (not the dataset-derived recipe)
+    sets = ["--preset", "none", *(x for o in OVERRIDES for x in ("--set", o))]
     ref = root / "straight"
     guim("train", "--dataset", ds.path, "--out", ref, *sets)
     reference = load_weights(ref / "model.safetensors")

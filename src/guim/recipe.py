@@ -3,7 +3,7 @@ dataset itself, by the rules below, instead of a per-dataset table of hand-picke
 
 Every rule reads only what `guim prepare` recorded (stats.json) and the lengths of the training
 sequences, so a shop's own log gets the same treatment as the datasets it was chosen on (chosen on
-the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, README "Quality"):
+the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, README "The default recipe"):
 
 1. One training example per prefix (`data.windows = "prefix"`): every training interaction is
    the target of its own window, read after the up to max_len items before it, as the best
