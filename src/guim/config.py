@@ -428,7 +428,10 @@ def _combination_problems(cfg: Config) -> list[str]:
             "objective only"
         )
     if d.windows == "prefix" and objectives != {"next"}:
-        out.append("data.windows='prefix' needs the next-item objective (one target a window)")
+        out.append(
+            "data.windows='prefix' (the default recipe's) needs the next-item objective, one "
+            "target a window: set data.windows to 'crop' or 'all' for another objective"
+        )
     if cfg.loss.hard_negatives and cfg.loss.kind != "sampled":
         out.append(
             "'loss.hard_negatives' needs loss.kind='sampled' (the full softmax scores every item)"
