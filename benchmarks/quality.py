@@ -150,6 +150,32 @@ def ablation(run: Path) -> dict[str, Any]:
     }
 
 
+def table(path: Path) -> str:
+    """The README table of a quality.json: each dataset's default recipe and preset."""
+    from guim.io import read_json
+
+    doc = read_json(path)
+    rows = [
+        "| dataset | run | seeds | test NDCG@10 (mean ± std) | HR@10 | NDCG@20 | HR@20 "
+        "| valid NDCG@10 | train s | best published NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, models in doc["results"].items():
+        for label in ("guim-default", "guim-preset"):
+            if label not in models:
+                continue
+            r = models[label]
+            std = f" ± {r['NDCG@10_std']:.4f}" if r.get("NDCG@10_std") is not None else ""
+            target = doc.get("targets_NDCG_at_10", {}).get(name)
+            rows.append(
+                f"| {name} | {'recipe' if label == 'guim-default' else 'preset'} "
+                f"| {len(r['seeds'])} | {r['NDCG@10']:.4f}{std} | {r['HR@10']:.4f} "
+                f"| {r['NDCG@20']:.4f} | {r['HR@20']:.4f} | {r['valid_NDCG@10']:.4f} "
+                f"| {r['train_seconds']:.0f} | {'' if target is None else target} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["beauty", "lastfm", "ml-100k", "synthetic"])
@@ -169,7 +195,11 @@ def main() -> None:
         default=[],
         help="DATASET:NAME=RUN_DIR, a finished run recorded under ablations (validation choice)",
     )
+    ap.add_argument("--table", action="store_true", help="print the README table of --out")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
 
     from guim.io import read_json
     from guim.provenance import write_results
