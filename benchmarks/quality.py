@@ -22,7 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guim_quality import PUBLISHED, WORK, prepared
@@ -56,28 +56,37 @@ def parse_variant(text: str, dataset: str) -> tuple[str, str, list[str]]:
     return name, dataset if preset == "DATASET" else preset, overrides
 
 
-def command(data: Path, run: Path, preset: str, overrides: list[str], seed: int) -> list[str]:
-    sets = [*overrides, f"train.seed={seed}", "train.threads=1"]
-    cmd = ["guim", "train", "-d", str(data), "-o", str(run), "--preset", preset]
-    return cmd + [x for s in sets for x in ("--set", s)]
+class Job(NamedTuple):
+    dataset: str
+    label: str
+    seed: int
+    data: Path
+    run: Path
+    preset: str
+    sets: list[str]  # the variant's overrides, the seed, one thread
+
+    @property
+    def cmd(self) -> list[str]:
+        cmd = ["guim", "train", "-d", str(self.data), "-o", str(self.run), "--preset", self.preset]
+        return cmd + [x for s in self.sets for x in ("--set", s)]
 
 
-def finished(run: Path, data: Path, preset: str, overrides: list[str], seed: int) -> bool:
-    """A complete run (test metrics written) of exactly the config this command resolves to."""
+def finished(job: Job) -> bool:
+    """A complete run (test metrics written) of exactly the config this job resolves to."""
     from guim.config import load_config
     from guim.io import read_json
 
-    if not (run / "metrics.json").exists():
+    if not (job.run / "metrics.json").exists():
         return False
-    sets = [*overrides, f"train.seed={seed}", "train.threads=1"]
-    return read_json(run / "metrics.json")["config_hash"] == load_config(preset, sets, data).hash()
+    expected = load_config(job.preset, job.sets, job.data).hash()
+    return read_json(job.run / "metrics.json")["config_hash"] == expected
 
 
-def train_one(job: tuple) -> dict[str, Any]:
+def train_one(job: Job) -> dict[str, Any]:
     from guim.io import read_json, write_json
 
-    _, _, seed, data, run, cmd, preset, overrides = job
-    if not finished(run, data, preset, overrides, seed):
+    run, cmd = job.run, job.cmd
+    if not finished(job):
         if run.exists():
             import shutil
 
@@ -91,6 +100,17 @@ def train_one(job: tuple) -> dict[str, Any]:
             run / "quality-command.json",
             {"command": cmd, "wall_seconds": round(time.perf_counter() - t0, 1)},
         )
+    return {
+        **figures(run),
+        "wall_seconds": read_json(run / "quality-command.json").get("wall_seconds"),
+        "config_hash": read_json(run / "metrics.json")["config_hash"],
+    }
+
+
+def figures(run: Path) -> dict[str, Any]:
+    """A finished run's test and best validation figures and its training time."""
+    from guim.io import read_json
+
     m = read_json(run / "metrics.json")
     return {
         **{k: m["test"][k] for k in METRICS},
@@ -98,8 +118,6 @@ def train_one(job: tuple) -> dict[str, Any]:
         "train_seconds": m["train_seconds"],
         "epochs": m["epochs_run"],
         "best_epoch": m["best_epoch"],
-        "wall_seconds": read_json(run / "quality-command.json").get("wall_seconds"),
-        "config_hash": m["config_hash"],
     }
 
 
@@ -136,13 +154,8 @@ def ablation(run: Path) -> dict[str, Any]:
     from guim.config import Config
     from guim.io import read_json
 
-    m = read_json(run / "metrics.json")
     return {
-        "valid_NDCG@10": m["valid_NDCG@10"],
-        **{k: m["test"][k] for k in METRICS},
-        "train_seconds": m["train_seconds"],
-        "best_epoch": m["best_epoch"],
-        "epochs": m["epochs_run"],
+        **figures(run),
         # defaults through JSON, so tuples compare equal to the saved lists
         "settings": differences(
             read_json(run / "config.json"), json.loads(json.dumps(Config().to_dict()))
@@ -205,15 +218,15 @@ def main() -> None:
     from guim.provenance import write_results
 
     variants = args.variant or ["guim-default=auto"]
-    jobs = []  # (dataset, variant, seed, data, run, cmd, preset, overrides)
+    jobs = []
     for name in args.datasets:
         data = data_dir(name)
         for text in variants:
             label, preset, overrides = parse_variant(text, name)
             for seed in args.seeds:
                 run = RUNS / name / f"{label}-s{seed}"
-                cmd = command(data, run, preset, overrides, seed)
-                jobs.append((name, label, seed, data, run, cmd, preset, overrides))
+                sets = [*overrides, f"train.seed={seed}", "train.threads=1"]
+                jobs.append(Job(name, label, seed, data, run, preset, sets))
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(train_one, jobs))
     old = read_json(args.out)["results"] if args.merge and args.out.exists() else {}
@@ -221,9 +234,9 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {n: dict(old.get(n, {})) for n in args.datasets}
     grouped: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     cmds = {}
-    for (name, label, seed, _, _, cmd, _, _), res in zip(jobs, done, strict=True):
-        grouped.setdefault((name, label), {})[seed] = res
-        cmds[(name, label)] = cmd
+    for job, res in zip(jobs, done, strict=True):
+        grouped.setdefault((job.dataset, job.label), {})[job.seed] = res
+        cmds[(job.dataset, job.label)] = job.cmd
     for (name, label), runs in grouped.items():
         results.setdefault(name, {})[label] = summarise(runs, cmds[(name, label)])
         print(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from guim.config import ConfigError, load_config
+from guim.config import Config, ConfigError, load_config
 from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
 from guim.recipe import PREFIX_TOKEN_LIMIT, WIDE_CATALOGUE, auto_preset, prefix_tokens
@@ -43,9 +43,10 @@ def test_rules_follow_the_statistics():
     assert big["windows"] == "all" and big["window_stride"] == 10
 
 
-def test_auto_needs_the_dataset():
+def test_auto_needs_the_dataset_and_none_is_the_defaults():
     with pytest.raises(ConfigError, match="auto"):
         load_config("auto")
+    assert load_config("none") == load_config(None) == Config()
 
 
 def test_guim_train_preset_auto_end_to_end(tmp_path):

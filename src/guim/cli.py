@@ -353,8 +353,7 @@ def train(
     from guim.config import load_config
     from guim.train import train as train_fn
 
-    preset_or_none = None if preset == "none" else preset
-    cfg = load_config(preset_or_none, set or [], dataset)
+    cfg = load_config(preset, set or [], dataset)
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 and "RANK" not in os.environ:

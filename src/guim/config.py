@@ -513,8 +513,11 @@ def load_config(
     dataset: str | Path | None = None,
 ) -> Config:
     """Defaults, then the preset's differences, then each `--set` override, in that order.
-    Preset "auto" is the default recipe, derived from the prepared `dataset` (guim.recipe)."""
+    Preset "auto" is the default recipe, derived from the prepared `dataset` (guim.recipe);
+    "none" (or None) is the defaults alone."""
     cfg = Config()
+    if preset == "none":
+        preset = None
     if preset == "auto":
         if dataset is None:
             raise ConfigError("preset 'auto' is derived from the dataset: give its directory")
