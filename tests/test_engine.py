@@ -58,6 +58,13 @@ OLD_TRAINER = {
 
 FIXTURES = Path(__file__).parent / "fixtures" / "old_trainer"
 
+# MoR's value projection with K = 2: the residual is p_k - mean_k(p), so its gradient is the
+# difference of two nearly equal pooled terms (the two interests' attention is close to uniform
+# after two epochs); the cancellation leaves a gradient whose low bits follow the CPU's matmul
+# kernels, and Adam's per-element normalisation turns that into visible weight differences.
+# Measured: 3.5e-5 on an AMD EPYC (every other weight within 3e-7, test metrics exact).
+CANCELLING = {"interests.value.weight": 1e-4}
+
 
 def weights_hash(path: Path) -> str:
     weights = load_weights(path)
@@ -84,7 +91,8 @@ def test_weights_match_the_old_trainer(small, tmp_path, case):
     new, old = load_weights(run / "model.safetensors"), load_weights(old_weights)
     assert new.keys() == old.keys()
     for name in old:
-        torch.testing.assert_close(new[name], old[name], rtol=0, atol=1e-5, msg=name)
+        atol = CANCELLING.get(name, 1e-5)
+        torch.testing.assert_close(new[name], old[name], rtol=0, atol=atol, msg=name)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["NDCG@10"] == pytest.approx(old_ndcg, abs=1e-12)
     if case == "mor-contrastive":  # the most paths at once: a second run is bit-identical
@@ -277,7 +285,8 @@ def test_device_option(small, tmp_path):
     run = train(cfg, small.path, tmp_path / "cpu", show_progress=False)
     new, old = load_weights(run / "model.safetensors"), load_weights(FIXTURES / "full.safetensors")
     for name in old:
-        torch.testing.assert_close(new[name], old[name], rtol=0, atol=1e-5, msg=name)
+        atol = CANCELLING.get(name, 1e-5)
+        torch.testing.assert_close(new[name], old[name], rtol=0, atol=atol, msg=name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
