@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from guim.config import Config, ConfigError, load_config
+from guim.data.dataset import Dataset
 from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
 from guim.recipe import PREFIX_TOKEN_LIMIT, WIDE_CATALOGUE, auto_preset, prefix_tokens
@@ -36,6 +37,13 @@ def test_rules_follow_the_statistics():
     assert wide["dim"] == 128 and wide["ffn_dim"] == 512
     assert auto_preset(shop, short)["data"]["use_events"] is True
     assert auto_preset(shop, short)["data"]["use_time"] is True
+    # the prefix-token rule is sized by the run's window length: 2,800 rows of 60 items hold
+    # 4,995,200 prefix tokens at max_len 50 (rows of 1,784) and 5,121,200 at max_len 59
+    mid = np.full(2800, 60)
+    assert prefix_tokens(mid, 50) <= PREFIX_TOKEN_LIMIT < prefix_tokens(mid, 59)
+    assert auto_preset(shop, mid)["data"]["windows"] == "prefix"  # the default max_len, 50
+    assert auto_preset(shop, mid, max_len=50)["data"]["windows"] == "prefix"
+    assert auto_preset(shop, mid, max_len=59)["data"]["windows"] == "all"
     # a large shop with long histories: prefix windows would not fit the budget
     long = np.full(PREFIX_TOKEN_LIMIT // 5000, 200)  # 8,924 tokens a row
     assert prefix_tokens(long, 50) > PREFIX_TOKEN_LIMIT
@@ -49,7 +57,7 @@ def test_auto_needs_the_dataset_and_none_is_the_defaults():
     assert load_config("none") == load_config(None) == Config()
 
 
-def test_guim_train_preset_auto_end_to_end(tmp_path):
+def test_guim_train_preset_auto_end_to_end(tmp_path, monkeypatch):
     from guim.train import train
 
     rng = np.random.default_rng(0)
@@ -66,6 +74,14 @@ def test_guim_train_preset_auto_end_to_end(tmp_path):
     )
     assert cfg.data.windows == "prefix" and not cfg.data.use_time
     assert cfg.train.ema_decay == 0.995
+    # a --set data.max_len sizes the prefix-token rule (here: 60 rows of 11 prefixes)
+    limit = prefix_tokens(Dataset(data).train_sequences("loo").lengths, 3)
+    from guim import recipe
+
+    monkeypatch.setattr(recipe, "PREFIX_TOKEN_LIMIT", limit)
+    assert load_config("auto", ["data.max_len=3"], data).data.windows == "prefix"
+    longer = load_config("auto", ["data.max_len=4"], data).data
+    assert longer.windows == "all" and longer.window_stride == 1  # max_len / 5, at least 1
     run = train(cfg, data, tmp_path / "run", show_progress=False)
     saved = json.loads((run / "config.json").read_text())
     assert saved["data"]["windows"] == "prefix"

@@ -523,7 +523,12 @@ def load_config(
             raise ConfigError("preset 'auto' is derived from the dataset: give its directory")
         from guim.recipe import auto_preset_for
 
-        cfg = from_dict(auto_preset_for(dataset), cfg, source="preset auto (guim.recipe)")
+        # the rules size the windows by the run's max_len, so a --set data.max_len counts
+        sized = cfg
+        for text in overrides:
+            sized = from_dict(parse_override(text), sized, source=f"--set {text}")
+        auto = auto_preset_for(dataset, sized.data.max_len)
+        cfg = from_dict(auto, cfg, source="preset auto (guim.recipe)")
     elif preset:
         path = preset_path(preset)
         with open(path, "rb") as f:

@@ -13,8 +13,9 @@ the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, REA
    "from_start"`), so a prefix is encoded the same whether it is trained or served.
    Exception: when the prefix windows would hold more than `PREFIX_TOKEN_LIMIT` tokens in an epoch
    (long histories on a large shop; an epoch would no longer fit the budget a few times over),
-   consecutive windows with overlapping context (`windows = "all"`, stride 10) cover every
-   target once an epoch at a tenth of the cost.
+   consecutive windows with overlapping context (`windows = "all"`, stride max_len / 5, i.e. 10)
+   cover every target once an epoch at a tenth of the cost. The token count is taken at the
+   run's own max_len (a `--set data.max_len=N` counts).
 2. Event-type and time-gap inputs only where the data has them: a log without event types
    (every event a "view") or whose timestamps are only positions (the S3-Rec files) would feed a
    constant or a copy of the position, so those inputs are off.
@@ -37,7 +38,7 @@ import numpy as np
 
 # rule 1: above this many tokens per epoch, prefix windows give way to strided windows
 PREFIX_TOKEN_LIMIT = 5_000_000
-STRIDE = 10
+STRIDE_SHARE = 5  # stride = max_len / 5: 10 at the default max_len of 50
 # rule 3: catalogues of at least this many items get dim 128
 WIDE_CATALOGUE = 10_000
 
@@ -54,12 +55,14 @@ def prefix_tokens(lengths: np.ndarray, max_len: int) -> int:
     return int(total.sum())
 
 
-def auto_preset(stats: Mapping[str, Any], lengths: np.ndarray) -> dict[str, dict[str, Any]]:
+def auto_preset(
+    stats: Mapping[str, Any], lengths: np.ndarray, max_len: int | None = None
+) -> dict[str, dict[str, Any]]:
     """The config differences (preset form) for a dataset with these stats.json contents and
-    training-sequence lengths."""
+    training-sequence lengths, for windows of `max_len` items (None: the default)."""
     from guim.config import DataConfig
 
-    max_len = DataConfig().max_len
+    max_len = DataConfig().max_len if max_len is None else max_len
     data: dict[str, Any] = {
         "use_events": bool(stats.get("has_event_types", True)),
         "use_time": not stats.get("timestamps_are_positions", False),
@@ -67,7 +70,7 @@ def auto_preset(stats: Mapping[str, Any], lengths: np.ndarray) -> dict[str, dict
     if prefix_tokens(lengths, max_len) <= PREFIX_TOKEN_LIMIT:
         data["windows"] = "prefix"
     else:
-        data.update(windows="all", window_stride=STRIDE)
+        data.update(windows="all", window_stride=max(1, max_len // STRIDE_SHARE))
     model: dict[str, Any] = {"positions": "from_start"}
     if stats.get("n_items", 0) >= WIDE_CATALOGUE:
         model.update(dim=128, ffn_dim=512)
@@ -78,9 +81,9 @@ def auto_preset(stats: Mapping[str, Any], lengths: np.ndarray) -> dict[str, dict
     }
 
 
-def auto_preset_for(dataset: str | Path) -> dict[str, dict[str, Any]]:
+def auto_preset_for(dataset: str | Path, max_len: int | None = None) -> dict[str, dict[str, Any]]:
     """`auto_preset` of a prepared dataset directory (its leave-one-out training sequences)."""
     from guim.data.dataset import Dataset
 
     ds = Dataset(dataset)
-    return auto_preset(ds.stats, ds.train_sequences("loo").lengths)
+    return auto_preset(ds.stats, ds.train_sequences("loo").lengths, max_len)
