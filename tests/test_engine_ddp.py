@@ -5,6 +5,7 @@ with half the batch each train the same weights as 1 process with the whole batc
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -94,3 +95,17 @@ def test_two_process_run_resumes_after_kill(data, tmp_path):
     a = load_weights(straight / "model.safetensors")
     b = load_weights(killed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sampled_loss_is_used_under_two_processes(data, tmp_path):
+    # loss.kind=sampled under torch.distributed draws shared negatives too (it used to fall back
+    # to the full softmax silently): over the positive and 3 negatives the first epoch's loss is
+    # near log 4, over the whole catalogue of 40 items near log 40
+    sampled = ["loss.kind=sampled", "loss.n_negatives=3", "loss.in_batch=false", "loss.logq=false"]
+    losses = {}
+    for name, extra in {"sampled": sampled, "full": []}.items():
+        shown = run(guim_train(data, tmp_path / name, 2, 1, *extra))
+        assert "2 processes" in " ".join(shown.split())
+        log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        losses[name] = json.loads(log[0])["loss"]
+    assert losses["sampled"] < math.log(8) < math.log(20) < losses["full"], losses

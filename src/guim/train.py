@@ -174,7 +174,8 @@ def build(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1) -> Train
         distiller = Distiller.attach(cfg, model, dataset.hash, torch.from_numpy(known))
         distiller.to(device)
     model.to(device)
-    sampler = NegativeSampler(cfg.loss, popularity, known) if sparse else None
+    # sampled InfoNCE under torch.distributed too (only the id embedding's gradient is dense)
+    sampler = NegativeSampler(cfg.loss, popularity, known) if cfg.loss.kind == "sampled" else None
     t = Trainer(
         cfg,
         stages,
