@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from guim.errors import UserError
+from guim.index import IndexConfig
 from guim.progress import console
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ datasets_app = typer.Typer(help="Public datasets: list them, download them.", no
 app.add_typer(datasets_app, name="datasets")
 
 F = TypeVar("F", bound=Callable[..., Any])
+IX = IndexConfig()  # `guim export`'s defaults are the index config's own
 
 
 def friendly_errors(fn: F) -> F:
@@ -623,13 +625,13 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
     index: Annotated[
         str, typer.Option(help="auto (exact up to --flat-max items, else hnsw), flat, hnsw, ivf.")
-    ] = "auto",
-    flat_max: Annotated[int, typer.Option(help="Largest catalogue indexed exactly.")] = 50_000,
-    hnsw_m: Annotated[int, typer.Option(help="HNSW links per node.")] = 32,
-    ef_construction: Annotated[int, typer.Option(help="HNSW build beam.")] = 80,
-    ef_search: Annotated[int, typer.Option(help="HNSW query beam.")] = 256,
-    nlist: Annotated[int, typer.Option(help="IVF lists (0 = 4 sqrt(n)).")] = 0,
-    nprobe: Annotated[int, typer.Option(help="IVF lists probed per query.")] = 32,
+    ] = IX.kind,
+    flat_max: Annotated[int, typer.Option(help="Largest catalogue indexed exactly.")] = IX.flat_max,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW links per node.")] = IX.hnsw_m,
+    ef_construction: Annotated[int, typer.Option(help="HNSW build beam.")] = IX.ef_construction,
+    ef_search: Annotated[int, typer.Option(help="HNSW query beam.")] = IX.ef_search,
+    nlist: Annotated[int, typer.Option(help="IVF lists (0 = 4 sqrt(n)).")] = IX.nlist,
+    nprobe: Annotated[int, typer.Option(help="IVF lists probed per query.")] = IX.nprobe,
     dataset: Annotated[
         Path | None, typer.Option("--dataset", "-d", help="Dataset (default: the run's).")
     ] = None,
@@ -641,7 +643,6 @@ def export_cmd(
     """Export item and user vectors (Parquet), a FAISS index with its measured recall@10 and
     latency, and the model files `guim serve` needs."""
     from guim.export import export
-    from guim.index import IndexConfig
 
     if index not in ("auto", "flat", "hnsw", "ivf"):
         raise ValueError(f"--index must be auto, flat, hnsw or ivf, not {index!r}")
