@@ -229,7 +229,8 @@ def main() -> None:
                 jobs.append(Job(name, label, seed, data, run, preset, sets))
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(train_one, jobs))
-    old = read_json(args.out)["results"] if args.merge and args.out.exists() else {}
+    old_doc = read_json(args.out) if args.merge and args.out.exists() else {}
+    old = old_doc.get("results", {})
     # this invocation's datasets, keeping their other variants; write_results keeps the rest
     results: dict[str, dict[str, Any]] = {n: dict(old.get(n, {})) for n in args.datasets}
     grouped: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
@@ -253,7 +254,8 @@ def main() -> None:
                     "command": r["command"],
                     "source": f"{args.presets_from.name} (one seed; measured on an earlier day)",
                 }
-    ablations: dict[str, dict[str, Any]] = {}
+    # with --merge, earlier ablations stay (a label given again is re-read from its run)
+    ablations = {n: dict(v) for n, v in old_doc.get("ablations", {}).items()}
     for text in args.ablation:
         where, _, run = text.partition("=")
         name, _, label = where.partition(":")
