@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from guim import recipe
 from guim.config import Config, ConfigError, load_config
 from guim.data.dataset import Dataset
 from guim.data.loaders.s3rec import load_s3rec
@@ -74,10 +75,9 @@ def test_guim_train_preset_auto_end_to_end(tmp_path, monkeypatch):
     )
     assert cfg.data.windows == "prefix" and not cfg.data.use_time
     assert cfg.train.ema_decay == 0.995
-    # a --set data.max_len sizes the prefix-token rule (here: 60 rows of 11 prefixes)
+    # a --set data.max_len sizes the prefix-token rule: with the limit at this dataset's prefix
+    # tokens for max_len 3, max_len 3 keeps prefixes and max_len 4 falls back to strided windows
     limit = prefix_tokens(Dataset(data).train_sequences("loo").lengths, 3)
-    from guim import recipe
-
     monkeypatch.setattr(recipe, "PREFIX_TOKEN_LIMIT", limit)
     assert load_config("auto", ["data.max_len=3"], data).data.windows == "prefix"
     longer = load_config("auto", ["data.max_len=4"], data).data
