@@ -515,6 +515,12 @@ def load_config(
     """Defaults, then the preset's differences, then each `--set` override, in that order.
     Preset "auto" is the default recipe, derived from the prepared `dataset` (guim.recipe);
     "none" (or None) is the defaults alone."""
+
+    def overridden(cfg: Config) -> Config:
+        for text in overrides:
+            cfg = from_dict(parse_override(text), cfg, source=f"--set {text}")
+        return cfg
+
     cfg = Config()
     if preset == "none":
         preset = None
@@ -524,18 +530,13 @@ def load_config(
         from guim.recipe import auto_preset_for
 
         # the rules size the windows by the run's max_len, so a --set data.max_len counts
-        sized = cfg
-        for text in overrides:
-            sized = from_dict(parse_override(text), sized, source=f"--set {text}")
-        auto = auto_preset_for(dataset, sized.data.max_len)
+        auto = auto_preset_for(dataset, overridden(cfg).data.max_len)
         cfg = from_dict(auto, cfg, source="preset auto (guim.recipe)")
     elif preset:
         path = preset_path(preset)
         with open(path, "rb") as f:
             cfg = from_dict(tomllib.load(f), cfg, source=str(path))
-    for text in overrides:
-        cfg = from_dict(parse_override(text), cfg, source=f"--set {text}")
-    return check(cfg, source=f"preset {preset}" if preset else "config")
+    return check(overridden(cfg), source=f"preset {preset}" if preset else "config")
 
 
 def config_from_json(path: str | Path) -> Config:
