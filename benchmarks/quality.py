@@ -194,7 +194,8 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["beauty", "lastfm", "ml-100k", "synthetic"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,KEY=VALUE...]")
-    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--merge", action="store_true", help="keep other datasets / variants in --out")
     ap.add_argument(
@@ -225,7 +226,7 @@ def main() -> None:
             label, preset, overrides = parse_variant(text, name)
             for seed in args.seeds:
                 run = RUNS / name / f"{label}-s{seed}"
-                sets = [*overrides, f"train.seed={seed}", "train.threads=1"]
+                sets = [*overrides, f"train.seed={seed}", f"train.threads={args.threads}"]
                 jobs.append(Job(name, label, seed, data, run, preset, sets))
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(train_one, jobs))

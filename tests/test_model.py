@@ -106,6 +106,69 @@ def test_causal_position_states_equal_prefix_outputs_only_from_start(positions):
         assert max(gaps) > 1e-3
 
 
+@pytest.mark.parametrize("objective", ["next", "masked"])
+@pytest.mark.parametrize("encoder", ["transformer", "sru"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_last_only_encoding_equals_the_last_position_of_the_full_one(objective, encoder, k):
+    """`encode(..., last_only=True)` (the top block at the last position alone with one
+    interest; a slice otherwise) gives the full encoding's last position, with left padding."""
+    m = tiny_model(
+        f"train.objective={objective}", f"model.encoder={encoder}", f"model.n_interests={k}"
+    )
+    items, events, times = batch(t=6)
+    full = m.encode(items, events, times)
+    last = m.encode(items, events, times, last_only=True)
+    assert last.shape == (7, 1, k, 12)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-6)
+
+
+def _prefix_batch(b: int = 9, t: int = 6, seed: int = 3) -> Batch:
+    """Prefix windows: every row's only target at the last position."""
+    items, events, times = batch(b, t, seed)
+    targets = torch.zeros_like(items)
+    targets[:, -1] = torch.randint(1, N_ITEMS + 1, (b,), generator=torch.Generator().manual_seed(9))
+    return Batch(items, events, times, targets, None)
+
+
+def test_prefix_batches_compute_the_top_block_at_the_target_only_same_loss_and_gradients():
+    """Under prefix windows the top block's feed-forward sees one position per row, and the
+    loss and every gradient equal those of the full computation."""
+    m = tiny_model("train.objective=next").train()
+    seen = []
+    hook = m.encoder.blocks[-1].ffn.register_forward_hook(lambda mod, i, o: seen.append(i[0].shape))
+    b = _prefix_batch()
+    grads, losses = {}, {}
+    for fast in (False, True):
+        m.top_at_targets = fast
+        m.zero_grad(set_to_none=True)
+        out = m(b)
+        loss = info_nce_full(m, out, b)
+        loss.backward()
+        losses[fast] = float(loss.detach())
+        grads[fast] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    hook.remove()
+    assert seen == [(9, 6, 12), (9, 1, 12)]  # full top block, then the target position alone
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6)
+    assert grads[True].keys() == grads[False].keys()
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_windows_with_earlier_targets_keep_the_full_top_block():
+    m = tiny_model("train.objective=next")
+    b = _prefix_batch()
+    b.targets[0, 2] = 4  # one earlier target: every position's state is needed
+    out = m(b)
+    assert out.states.shape == (9, 6, 1, 12)
+    assert out.users.shape == (10, 1, 12)
+    assert m(_prefix_batch()).states.shape == (9, 1, 1, 12)
+
+
+def info_nce_full(m: GUIM, out, b: Batch) -> torch.Tensor:
+    """The trainer's full-softmax loss of a batch's targets."""
+    return interest_info_nce(out.users, out.items, b.targets[b.targets > 0], None, 1.0)
+
+
 def test_cold_item_vector_ignores_its_id_embedding():
     m = tiny_model("data.use_text=true")
     before = m.item_vectors().detach().clone()

@@ -62,6 +62,9 @@ class GUIM(nn.Module):
         self.drop = Dropout(model.dropout, model.dropout_masks)
         self.encoder = build_encoder(model)
         self.interests = InterestHead(model)
+        # prefix windows: compute the top block at the target position only (same values; off
+        # only to measure what it saves, benchmarks/prefix_step.py)
+        self.top_at_targets = True
         self.apply(_init_weights)
 
     def forward(
@@ -70,13 +73,19 @@ class GUIM(nn.Module):
         """A training batch -> states, user vectors at its targets (batch.targets > 0) and the
         vectors of `candidates` (C,) item indices (None: every item); `view` adds the states of
         a second view of the inputs."""
-        states = self.encode(batch.items, batch.events, batch.timestamps, batch.masked)
-        users = self.output(states[batch.targets > 0])  # (P, K, D)
+        # prefix windows (every target at the last position of its row, next-item objective):
+        # the top block computes that position alone, and states are (B, 1, K, D)
+        targets, t = batch.targets, batch.targets.shape[1]
+        last = (
+            self.top_at_targets and self.causal and batch.masked is None and t > 1
+        ) and not bool(targets[:, :-1].any())
+        states = self.encode(batch.items, batch.events, batch.timestamps, batch.masked, last)
+        users = self.output(states[targets[:, -1:] > 0 if last else targets > 0])  # (P, K, D)
         # (N + 1, D) every item, or (C, D) the candidates
         items = self.item_vectors() if candidates is None else self.output(self.tokens(candidates))
         view_states = None
-        if view is not None:
-            view_states = self.encode(view.items, view.events, batch.timestamps, view.masked)
+        if view is not None:  # the contrastive loss reads the views' last positions only
+            view_states = self.encode(view.items, view.events, batch.timestamps, view.masked, last)
         return ModelOutput(states, users, items, view_states)
 
     def encode(
@@ -85,11 +94,14 @@ class GUIM(nn.Module):
         event: torch.Tensor,
         timestamp: torch.Tensor,
         masked: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Left-padded histories (B, T) -> interest vectors at every position (B, T, K, D).
 
         `masked` (B, T) bool replaces those positions' item tokens by the [MASK] vector
-        (masked-item objective); they still count as real positions.
+        (masked-item objective); they still count as real positions. `last_only`: only the last
+        position's vectors (B, 1, K, D), the same values at less cost (with one interest the
+        encoder's top block computes that position alone).
         """
         real = item_idx > 0  # (B, T)
         x = self.tokens(item_idx)  # (B, T, D)
@@ -98,8 +110,12 @@ class GUIM(nn.Module):
             real = real | masked
         x = x + self.positions(real, event, timestamp)
         x = self.drop(self.norm(x)) * real[..., None]
+        if last_only and self.interests.k == 1:
+            h = self.encoder(x, real, causal=self.causal, last_only=True)  # (B, 1, D)
+            return self.interests(h, real[:, -1:], self.causal)
         h = self.encoder(x, real, causal=self.causal)  # (B, T, D)
-        return self.interests(h, real, self.causal)
+        states = self.interests(h, real, self.causal)  # MoR pools over every position
+        return states[:, -1:] if last_only else states
 
     def user_vectors(
         self, item_idx: torch.Tensor, event: torch.Tensor, timestamp: torch.Tensor
@@ -110,7 +126,7 @@ class GUIM(nn.Module):
         the window would exceed max_len) and its state predicts the next item.
         """
         if self.causal:
-            return self.output(self.encode(item_idx, event, timestamp)[:, -1])
+            return self.output(self.encode(item_idx, event, timestamp, last_only=True)[:, -1])
         b, width = item_idx.shape[0], min(item_idx.shape[1] + 1, self.max_len)
         pad = torch.zeros(b, 1, dtype=item_idx.dtype, device=item_idx.device)
         # append the [MASK] slot, keep the last `width` columns
@@ -119,7 +135,7 @@ class GUIM(nn.Module):
         timestamp = torch.cat([timestamp, timestamp[:, -1:]], dim=1)[:, -width:]
         masked = torch.zeros_like(item_idx, dtype=torch.bool)
         masked[:, -1] = True
-        return self.output(self.encode(item_idx, event, timestamp, masked)[:, -1])
+        return self.output(self.encode(item_idx, event, timestamp, masked, last_only=True)[:, -1])
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) output vectors of every item (row 0 zero)."""

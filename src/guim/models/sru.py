@@ -173,9 +173,12 @@ class SRUEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, x: torch.Tensor, real: torch.Tensor, causal: bool) -> torch.Tensor:
-        """x (B, T, D), real (B, T) bool -> hidden states (B, T, D)."""
+    def forward(
+        self, x: torch.Tensor, real: torch.Tensor, causal: bool, last_only: bool = False
+    ) -> torch.Tensor:
+        """x (B, T, D), real (B, T) bool -> hidden states (B, T, D); (B, 1, D) at the last
+        position when `last_only` (the recurrence runs over every position either way)."""
         allowed = attention_mask(real, causal)  # (B, 1, T, T)
         for layer in self.layers:
             x = layer(x, real, causal, allowed)
-        return self.norm(x)
+        return self.norm(x[:, -1:] if last_only else x)

@@ -169,19 +169,36 @@ class Block(nn.Module):
         allowed: torch.Tensor,
         real: torch.Tensor | None = None,
         causal: bool = False,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """x (B, T, D), allowed (B, 1, T, T); linear attention reads real (B, T) and causal."""
+        """x (B, T, D), allowed (B, 1, T, T); linear attention reads real (B, T) and causal.
+
+        `last_only`: compute only the last position's output (B, 1, D) -- its query, attention
+        output and feed-forward; keys and values still come from every position. The same
+        function at that position, at a fraction of the cost when nothing else is read (the
+        top block under prefix windows, or when reading user vectors)."""
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x (B, T, D)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        h = self.norm1(x)
+        if last_only and self.attention == "softmax":
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(h[:, -1:], w[:d], bias[:d])  # (B, 1, D)
+            k, v = F.linear(h, w[d:], bias[d:]).chunk(2, dim=-1)  # 2 x (B, T, D)
+            x, allowed, tq = x[:, -1:], allowed[:, :, -1:], 1
+        else:
+            q, k, v = self.qkv(h).chunk(3, dim=-1)  # 3 x (B, T, D)
+            tq = t
+        heads, dh = self.n_heads, d // self.n_heads
+        q = q.view(b, tq, heads, dh).transpose(1, 2)  # (B, H, Tq, Dh)
+        k, v = (z.view(b, t, heads, dh).transpose(1, 2) for z in (k, v))  # (B, H, T, Dh)
         if self.attention == "linear":
             assert real is not None
             a = LINEAR_ATTENTION[self.linear_kernel](q, k, v, real, causal)  # (B, H, T, Dh)
         else:
             dropout = self.attn_dropout if self.training else 0.0
-            a = ATTENTION[self.kernel](q, k, v, allowed, dropout)  # (B, H, T, Dh)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, t, d)))
-        return x + self.drop(self.ffn(self.norm2(x)))
+            a = ATTENTION[self.kernel](q, k, v, allowed, dropout)  # (B, H, Tq, Dh)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, tq, d)))
+        x = x + self.drop(self.ffn(self.norm2(x)))
+        return x[:, -1:] if last_only else x
 
     def relax(self, ffn_rank: int, attention: str) -> None:
         """CoRe phase change: `ffn_rank` 0 multiplies low-rank FFN factors out into full weights
@@ -204,11 +221,15 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, x: torch.Tensor, real: torch.Tensor, causal: bool) -> torch.Tensor:
-        """x (B, T, D), real (B, T) bool -> hidden states (B, T, D)."""
+    def forward(
+        self, x: torch.Tensor, real: torch.Tensor, causal: bool, last_only: bool = False
+    ) -> torch.Tensor:
+        """x (B, T, D), real (B, T) bool -> hidden states (B, T, D), or (B, 1, D) at the last
+        position only when `last_only` (the top block then computes that position alone)."""
         allowed = attention_mask(real, causal)
-        for block in self.blocks:
-            x = block(x, allowed, real, causal)
+        top = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, real, causal, last_only=last_only and i == top)
         return self.norm(x)
 
 
