@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,7 +19,7 @@ import typer
 from rich.table import Table
 
 from guim.errors import UserError
-from guim.index import IndexConfig
+from guim.index import IndexConfig, IndexKind
 from guim.progress import console
 
 app = typer.Typer(
@@ -644,8 +645,9 @@ def export_cmd(
     latency, and the model files `guim serve` needs."""
     from guim.export import export
 
-    if index not in ("auto", "flat", "hnsw", "ivf"):
-        raise ValueError(f"--index must be auto, flat, hnsw or ivf, not {index!r}")
+    kinds = typing.get_args(IndexKind)
+    if index not in kinds:
+        raise UserError(f"--index must be one of {', '.join(kinds)}, not {index!r}")
     cfg = IndexConfig(
         kind=index,  # type: ignore[arg-type]
         flat_max=flat_max,

@@ -113,6 +113,11 @@ def test_cli_export(good_run, tmp_path):
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["index"]["kind"] == "ivf"
     res = CliRunner().invoke(app, ["export", str(good_run), "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and "already exists" in res.output
+    res = CliRunner().invoke(
+        app, ["export", str(good_run), "--out", str(tmp_path / "f"), "--index", "annoy"]
+    )
+    assert res.exit_code == 2 and "auto, flat, hnsw, ivf" in res.output, res.output
+    assert not (tmp_path / "f").exists()
 
 
 def test_onnx_user_encoder_exported_and_served(good_run, tmp_path):
