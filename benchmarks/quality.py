@@ -267,7 +267,12 @@ def main() -> None:
         merge=args.merge,
         ablations=ablations,
         protocol="leave-one-out test split, full ranking over all items, history masked, "
-        "pessimistic ties; each run one torch thread, up to two side by side on the 2-core machine",
+        "pessimistic ties",
+        conditions={
+            name: f"each run {args.threads} torch thread(s), up to {args.jobs} side by side on "
+            "the 2-core machine"
+            for name in args.datasets
+        },
         published_NDCG_at_10=PUBLISHED,
         targets_NDCG_at_10=TARGETS,
     )

@@ -30,3 +30,17 @@ def test_merge_keeps_other_datasets_and_records_both_commands(tmp_path):
     assert json.loads(path.read_text())["results"]["lastfm"]["guim"]["NDCG@10"] == 0.3
     write_results(path, {"lastfm": {"guim": {"NDCG@10": 0.2}}}, "cmd d")
     assert list(json.loads(path.read_text())["results"]) == ["lastfm"]
+
+
+def test_merge_replacing_every_dataset_keeps_the_other_keys(tmp_path):
+    path = tmp_path / "r.json"
+    extras = {"note": "x", "o": {"beauty": 1, "all": 3}, "p": {"beauty": 4}}
+    write_results(path, {"beauty": {"guim": {"NDCG@10": 0.5}}}, "cmd a", **extras)
+    write_results(path, {"beauty": {"guim": {"NDCG@10": 0.6}}}, "cmd b", merge=True, o={"x": 2})
+    doc = json.loads(path.read_text())
+    assert doc["results"] == {"beauty": {"guim": {"NDCG@10": 0.6}}}
+    assert doc["command"] == "cmd b"  # the first invocation's figures are all replaced
+    assert doc["note"] == "x"
+    # per-dataset extras of the re-measured dataset do not outlive its old figures
+    assert doc["o"] == {"all": 3, "x": 2}
+    assert doc["p"] == {}

@@ -117,14 +117,17 @@ def write_results(
 
         old = read_json(path)
         kept = {k: v for k, v in old.get("results", {}).items() if k not in results}
-        if kept:
+        if kept:  # the earlier invocation still contributes: record it too
             doc["results"] = {**kept, **results}
             for key in ("command", "machine", "git"):
                 if old.get(key) and old[key] != doc[key]:
                     doc[key] = f"{old[key]} && {doc[key]}"
-            for key, value in old.items():
-                if isinstance(value, dict) and isinstance(doc.get(key), dict):
-                    doc[key] = {**value, **doc[key]}  # e.g. per-dataset settings
-                else:
-                    doc.setdefault(key, value)
+        # other top-level keys stay (notes, per-dataset extras), this call's winning; a
+        # per-dataset entry of a dataset this call re-measured is not carried over
+        for key, value in old.items():
+            if isinstance(value, dict) and (key not in doc or isinstance(doc[key], dict)):
+                stale = {k: v for k, v in value.items() if k not in results}
+                doc[key] = {**stale, **doc.get(key, {})}  # e.g. per-dataset settings
+            else:
+                doc.setdefault(key, value)
     return write_json(path, doc)
