@@ -29,6 +29,8 @@ TOLERANCE = 1e-4
 RUNS = {
     "next-k2": ["model.n_interests=2", "model.dim=12", "model.ffn_dim=20"],
     "masked": ["train.objective=masked", "data.max_len=9"],
+    # BSARec filter: PyTorch pads a batch to its longest history, ONNX to max_len
+    "next-bsarec": ["model.freq_alpha=0.7", 'data.windows="prefix"'],
 }
 
 

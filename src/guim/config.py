@@ -95,6 +95,14 @@ class ModelConfig:
     # `expand = true` makes it the full model.
     ffn_rank: int = 0
     attention: Literal["softmax", "linear"] = "softmax"
+    # BSARec frequency filter beside self-attention (Shin et al., AAAI 2024; transformer
+    # encoder): each block mixes `freq_alpha` x filter + (1 - freq_alpha) x attention, the filter
+    # keeping the `freq_low` lowest frequency bins of the window (a DFT over data.max_len
+    # positions) and adding the rest scaled by a learned beta^2 per dimension. 0 = attention
+    # only. The filter reads every position of a window, the later ones too: with the next-item
+    # objective it needs data.windows = "prefix" (each window's only target is its last item).
+    freq_alpha: float = 0.0
+    freq_low: int = 3
     mlp: MLPConfig = field(default_factory=MLPConfig)
 
 
@@ -359,6 +367,8 @@ _RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("model", "n_time_buckets", 1, float("inf"), True, True),
     ("model", "attention_dim", 0, float("inf"), True, True),
     ("model", "ffn_rank", 0, float("inf"), True, True),
+    ("model", "freq_alpha", 0, 1, True, True),
+    ("model", "freq_low", 1, float("inf"), True, True),
     ("loss", "n_negatives", 1, float("inf"), True, True),
     ("loss", "temperature", 0, float("inf"), False, True),
     ("loss", "contrastive_weight", 0, float("inf"), True, True),
@@ -480,6 +490,13 @@ def _combination_problems(cfg: Config) -> list[str]:
     )
     if relaxed and m.encoder != "transformer":
         out.append("'model.ffn_rank' and 'model.attention' (CoRe) apply to the transformer encoder")
+    if m.freq_alpha and m.encoder != "transformer":
+        out.append("'model.freq_alpha' (the BSARec filter) applies to the transformer encoder")
+    if m.freq_alpha and "next" in objectives and cfg.data.windows != "prefix":
+        out.append(
+            "'model.freq_alpha' with the next-item objective needs data.windows = 'prefix': the "
+            "filter mixes every position of a window, so earlier positions would read their targets"
+        )
     if m.kind == "mlp":
         if m.mlp.n_recent < 1:
             out.append(f"'model.mlp.n_recent' must be >= 1, got {m.mlp.n_recent}")

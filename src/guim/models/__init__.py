@@ -12,9 +12,12 @@ from guim.models.transformer import TransformerEncoder
 ENCODERS: dict[str, type[nn.Module]] = {"transformer": TransformerEncoder, "sru": SRUEncoder}
 
 
-def build_encoder(cfg: ModelConfig) -> nn.Module:
-    """The encoder named by cfg.encoder: (x (B, T, D), real (B, T), causal) -> (B, T, D)."""
+def build_encoder(cfg: ModelConfig, seq_len: int = 0) -> nn.Module:
+    """The encoder named by cfg.encoder: (x (B, T, D), real (B, T), causal) -> (B, T, D).
+    `seq_len`: the window length (data.max_len), for the transformer's frequency filter."""
     try:
+        if cfg.encoder == "transformer":
+            return TransformerEncoder(cfg, seq_len)
         return ENCODERS[cfg.encoder](cfg)
     except KeyError:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; known: {sorted(ENCODERS)}") from None

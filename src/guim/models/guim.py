@@ -60,7 +60,7 @@ class GUIM(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         self.norm = nn.LayerNorm(model.dim)
         self.drop = Dropout(model.dropout, model.dropout_masks)
-        self.encoder = build_encoder(model)
+        self.encoder = build_encoder(model, data.max_len)
         self.interests = InterestHead(model)
         # prefix windows: compute the top block at the target position only (same values; off
         # only to measure what it saves, benchmarks/prefix_step.py)
@@ -174,7 +174,7 @@ class GUIM(nn.Module):
             if init == "copy":
                 layers.append(copy.deepcopy(layers[first + i % (old - first)]))
             else:
-                fresh = type(layers[0])(self.model_cfg)
+                fresh = type(layers[0])(self.model_cfg, layers[0].seq_len)
                 fresh.apply(_init_weights)
                 layers.append(fresh.to(self.mask_token.device))
         self.model_cfg = replace(self.model_cfg, n_layers=n_layers)

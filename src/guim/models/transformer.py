@@ -5,6 +5,8 @@ Interface shared by every encoder: token vectors (B, T, D) + real-token mask (B,
 states (B, T, D) out. Attention kernels (PyTorch SDPA or a plain reference) sit side by side.
 CoRe (arXiv 2011.13633) relaxed blocks: low-rank feed-forward weights (`model.ffn_rank`) and
 linear attention (`model.attention = "linear"`); `Block.relax` turns them into the full block.
+BSARec (arXiv 2312.10325) blocks (`model.freq_alpha > 0`): a frequency filter beside the
+attention, mixed with it.
 """
 
 from __future__ import annotations
@@ -140,8 +142,49 @@ class LowRankLinear(nn.Module):
         return layer
 
 
+# ---- BSARec: a low-pass / high-pass filter over the window ----------------------------------
+
+
+def low_pass_matrix(n: int, keep: int) -> torch.Tensor:
+    """(n, n) matrix P with P @ x = the `keep` lowest real-DFT frequency bins of x (along its n
+    positions) transformed back: rfft, zero the bins from `keep` on, irfft. A fixed linear map,
+    so the filter is a matmul and one row of it gives one position's output."""
+    spectrum = torch.fft.rfft(torch.eye(n, dtype=torch.float64), dim=0, norm="ortho")
+    spectrum[keep:] = 0
+    return torch.fft.irfft(spectrum, n=n, dim=0, norm="ortho").float()
+
+
+class FrequencyFilter(nn.Module):
+    """BSARec's inductive bias: x -> low(x) + beta^2 * (x - low(x)), where low keeps the lowest
+    frequencies of the window, computed over a fixed `seq_len` positions (left-padded with zeros,
+    padding tokens zeroed), so a history gets the same output whatever the batch's padding."""
+
+    def __init__(self, dim: int, seq_len: int, keep: int) -> None:
+        super().__init__()
+        if seq_len < 1:
+            raise ValueError("the frequency filter needs the window length (data.max_len)")
+        self.seq_len, self.keep = seq_len, keep
+        self.sqrt_beta = nn.Parameter(torch.randn(dim))  # BSARec's initialisation
+        # a fixed function of (seq_len, keep): rebuilt, never saved
+        self.register_buffer("low_pass", low_pass_matrix(seq_len, keep), persistent=False)
+
+    def forward(self, h: torch.Tensor, real: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """h (B, T, D), real (B, T) bool -> (B, T, D), or (B, 1, D) at the last position only."""
+        t = h.shape[1]
+        p = self.low_pass if t <= self.seq_len else low_pass_matrix(t, self.keep).to(h.device)
+        p = p[-t:, -t:]  # the zero left padding up to seq_len contributes nothing
+        h = h * real[..., None]
+        if last_only:
+            p, h_out = p[-1:], h[:, -1:]
+        else:
+            h_out = h
+        low = torch.einsum("st,btd->bsd", p, h)
+        return low + self.sqrt_beta**2 * (h_out - low)
+
+
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, seq_len: int = 0) -> None:
+        """`seq_len`: the window length the frequency filter runs over (model.freq_alpha > 0)."""
         super().__init__()
         if cfg.dim % cfg.n_heads:
             raise ValueError(f"model.dim {cfg.dim} is not divisible by model.n_heads {cfg.n_heads}")
@@ -162,6 +205,9 @@ class Block(nn.Module):
         self.kernel = "sdpa"
         self.attention = cfg.attention  # "softmax" or "linear" (CoRe's relaxed attention)
         self.linear_kernel = "chunked"
+        self.seq_len = seq_len
+        self.freq_alpha = cfg.freq_alpha
+        self.filter = FrequencyFilter(cfg.dim, seq_len, cfg.freq_low) if cfg.freq_alpha else None
 
     def forward(
         self,
@@ -196,7 +242,12 @@ class Block(nn.Module):
         else:
             dropout = self.attn_dropout if self.training else 0.0
             a = ATTENTION[self.kernel](q, k, v, allowed, dropout)  # (B, H, Tq, Dh)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, tq, d)))
+        mixed = self.out(a.transpose(1, 2).reshape(b, tq, d))
+        if self.filter is not None:  # BSARec: alpha x filter + (1 - alpha) x attention
+            assert real is not None
+            freq = self.filter(h, real, last_only=last_only and self.attention == "softmax")
+            mixed = self.freq_alpha * freq + (1 - self.freq_alpha) * mixed
+        x = x + self.drop(mixed)
         x = x + self.drop(self.ffn(self.norm2(x)))
         return x[:, -1:] if last_only else x
 
@@ -216,9 +267,10 @@ class Block(nn.Module):
 class TransformerEncoder(nn.Module):
     """Stack of pre-LN blocks with a final LayerNorm."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, seq_len: int = 0) -> None:
+        """`seq_len`: the window length (data.max_len), read by BSARec's frequency filter."""
         super().__init__()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, seq_len) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.dim)
 
     def forward(
