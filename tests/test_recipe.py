@@ -13,7 +13,13 @@ from guim.config import Config, ConfigError, load_config
 from guim.data.dataset import Dataset
 from guim.data.loaders.s3rec import load_s3rec
 from guim.data.prepare import prepare
-from guim.recipe import PREFIX_TOKEN_LIMIT, WIDE_CATALOGUE, auto_preset, prefix_tokens
+from guim.recipe import (
+    FREQ_ALPHA,
+    PREFIX_TOKEN_LIMIT,
+    WIDE_CATALOGUE,
+    auto_preset,
+    prefix_tokens,
+)
 
 
 def test_prefix_tokens_by_hand():
@@ -33,7 +39,8 @@ def test_rules_follow_the_statistics():
     short = np.full(1000, 8)
     auto = auto_preset(s3rec_like, short)
     assert auto["data"] == {"use_events": False, "use_time": False, "windows": "prefix"}
-    assert auto["model"] == {"positions": "from_start"}  # dim 64, the default
+    # prefix windows, read at their last item: ids from the end, and the frequency filter
+    assert auto["model"] == {"positions": "from_end", "freq_alpha": FREQ_ALPHA}  # dim 64
     wide = auto_preset({**shop, "n_items": WIDE_CATALOGUE}, short)["model"]
     assert wide["dim"] == 128 and wide["ffn_dim"] == 512
     assert auto_preset(shop, short)["data"]["use_events"] is True
@@ -50,6 +57,11 @@ def test_rules_follow_the_statistics():
     assert prefix_tokens(long, 50) > PREFIX_TOKEN_LIMIT
     big = auto_preset(shop, long)["data"]
     assert big["windows"] == "all" and big["window_stride"] == 10
+    # windows trained at every position: ids from the start, no filter (it reads later items)
+    assert auto_preset(shop, long)["model"] == {"positions": "from_start"}
+    # the prefix rules together pass the config checks (the filter needs prefix windows)
+    prefix_rules = ['data.windows="prefix"', 'model.positions="from_end"']
+    load_config(None, [*prefix_rules, f"model.freq_alpha={FREQ_ALPHA}"])
 
 
 def test_auto_needs_the_dataset_and_none_is_the_defaults():
