@@ -191,7 +191,12 @@ def table(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--datasets", nargs="+", default=["beauty", "lastfm", "ml-100k", "synthetic"])
+    ap.add_argument(
+        "--datasets",
+        nargs="*",
+        default=["beauty", "lastfm", "ml-100k", "synthetic"],
+        help="datasets to train / read seeds of (none: only record --ablation runs, with --merge)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,KEY=VALUE...]")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side")
@@ -218,6 +223,8 @@ def main() -> None:
     from guim.io import read_json
     from guim.provenance import write_results
 
+    if not args.datasets and not args.merge:
+        raise SystemExit("--datasets with no dataset records ablations into --out: add --merge")
     variants = args.variant or ["guim-default=auto"]
     jobs = []
     for name in args.datasets:
