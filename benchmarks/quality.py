@@ -30,6 +30,7 @@ from guim_quality import PUBLISHED, WORK, prepared
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
 RUNS = REPO / "runs" / "quality-seeds"
+PROTOCOL = "leave-one-out test split, full ranking over all items, history masked, pessimistic ties"
 METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 TARGETS = {"beauty": 0.0623, "lastfm": 0.0503}  # the best published test NDCG@10 (issue 15)
 
@@ -273,15 +274,20 @@ def main() -> None:
         where, _, run = text.partition("=")
         name, _, label = where.partition(":")
         ablations.setdefault(name, {})[label] = ablation(Path(run))
+    # an earlier file's protocol text (which carried the run conditions before they moved into
+    # each variant) stays readable beside the entries it describes
+    earlier = {}
+    if old_doc.get("protocol", PROTOCOL) != PROTOCOL:
+        earlier["protocol_of_earlier_entries"] = old_doc["protocol"]
     write_results(
         args.out,
         results,
         merge=args.merge,
         ablations=ablations,
-        protocol="leave-one-out test split, full ranking over all items, history masked, "
-        "pessimistic ties",
+        protocol=PROTOCOL,
         published_NDCG_at_10=PUBLISHED,
         targets_NDCG_at_10=TARGETS,
+        **earlier,
     )
 
 
