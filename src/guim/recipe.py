@@ -12,7 +12,7 @@ the VALIDATION splits of Beauty and LastFM; benchmarks/results/quality.json, REA
    smaller steps. Position ids count back from the window's last item (`model.positions =
    "from_end"`): every prefix window is read at its last item, as a served history is, so the
    most recent item always carries the same position id (validation NDCG@10 against ids
-   counted from the start, seed 0: Beauty 0.0740 -> 0.0759, LastFM 0.0681 -> 0.0697).
+   counted from the start, seed 0: Beauty 0.0742 -> 0.0759, LastFM 0.0681 -> 0.0697).
    Exception: when the prefix windows would hold more than `PREFIX_TOKEN_LIMIT` tokens in an epoch
    (long histories on a large shop; an epoch would no longer fit the budget a few times over),
    consecutive windows with overlapping context (`windows = "all"`, stride max_len / 5, i.e. 10)
