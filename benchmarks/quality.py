@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -164,6 +165,16 @@ def ablation(run: Path) -> dict[str, Any]:
     }
 
 
+def short_conditions(text: str) -> str:
+    """ "each run 2 torch thread(s), up to 1 side by side ..." -> "2 thread(s), 1 at a time"."""
+    m = re.search(r"each run (\w+) torch thread(?:\(s\))?, up to (\w+) side by side", text)
+    if not m:
+        return ""
+    words = {"one": "1", "two": "2"}
+    threads, jobs = (words.get(x, x) for x in m.groups())
+    return f"{threads} thread(s), {jobs} at a time"
+
+
 def table(path: Path) -> str:
     """The README table of a quality.json: each dataset's default recipe and preset."""
     from guim.io import read_json
@@ -171,9 +182,10 @@ def table(path: Path) -> str:
     doc = read_json(path)
     rows = [
         "| dataset | run | seeds | test NDCG@10 (mean ± std) | HR@10 | NDCG@20 | HR@20 "
-        "| valid NDCG@10 | train s | best published NDCG@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| valid NDCG@10 | train s | runs | best published NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    earlier = doc.get("protocol_of_earlier_entries", "")
     for name, models in doc["results"].items():
         for label in ("guim-default", "guim-preset"):
             if label not in models:
@@ -185,7 +197,10 @@ def table(path: Path) -> str:
                 f"| {name} | {'recipe' if label == 'guim-default' else 'preset'} "
                 f"| {len(r['seeds'])} | {r['NDCG@10']:.4f}{std} | {r['HR@10']:.4f} "
                 f"| {r['NDCG@20']:.4f} | {r['HR@20']:.4f} | {r['valid_NDCG@10']:.4f} "
-                f"| {r['train_seconds']:.0f} | {'' if target is None else target} |"
+                f"| {r['train_seconds']:.0f} "
+                # entries read from another results file (`source`) ran under that file's terms
+                f"| {short_conditions(r.get('conditions', '' if 'source' in r else earlier))} "
+                f"| {'' if target is None else target} |"
             )
     return "\n".join(rows)
 
