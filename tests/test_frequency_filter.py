@@ -4,17 +4,12 @@ rules, gradients, and a tiny run through `train` and `load_run` (ONNX parity: te
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from guim.config import ConfigError, ModelConfig, load_config
-from guim.embed import load_run
-from guim.evaluate import evaluate
 from guim.models.transformer import FrequencyFilter, TransformerEncoder, low_pass_matrix
-from guim.train import train
-from tests.test_sru import toy_dataset
+from tests.test_sru import toy_dataset, train_and_reload
 
 
 def test_low_pass_matrix_is_rfft_cut_irfft():
@@ -132,10 +127,6 @@ def test_train_and_load_run(tmp_path):
         "train.epochs=6",
         "train.threads=1",
     ]
-    run = train(load_config(None, overrides), toy.path, tmp_path / "run", show_progress=False)
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics, loaded = train_and_reload(toy, tmp_path / "run", overrides)  # same test metrics
     assert metrics["valid_NDCG@10"] > 0.3
-    loaded = load_run(run)
     assert loaded.model.encoder.blocks[0].filter is not None
-    again = evaluate(loaded, toy, "loo", "test", ks=(10,))
-    assert again["NDCG@10"] == pytest.approx(metrics["test"]["NDCG@10"], abs=1e-9)

@@ -202,8 +202,7 @@ def test_train_and_load_run_with_sru(tmp_path):
         "train.epochs=10",
         "train.threads=1",
     ]
-    run = train(load_config(None, overrides), toy.path, tmp_path / "run", show_progress=False)
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics, loaded = train_and_reload(toy, tmp_path / "run", overrides)
     random_ndcg = np.mean(
         [
             evaluate(build_baseline("random", toy, seed=s), toy, "loo", "valid")["NDCG@10"]
@@ -211,7 +210,15 @@ def test_train_and_load_run_with_sru(tmp_path):
         ]
     )
     assert metrics["valid_NDCG@10"] > 1.5 * random_ndcg
-    loaded = load_run(run)
     assert isinstance(loaded.model.encoder, SRUEncoder)
+
+
+def train_and_reload(toy: Dataset, out: Path, overrides: list[str]) -> tuple[dict, object]:
+    """A tiny run through `train`: its metrics.json, and the run rebuilt by load_run, checked to
+    give the same test NDCG@10."""
+    run = train(load_config(None, overrides), toy.path, out, show_progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    loaded = load_run(run)
     again = evaluate(loaded, toy, "loo", "test", ks=(10,))
     assert again["NDCG@10"] == pytest.approx(metrics["test"]["NDCG@10"], abs=1e-9)
+    return metrics, loaded

@@ -14,11 +14,9 @@ ENCODERS: dict[str, type[nn.Module]] = {"transformer": TransformerEncoder, "sru"
 
 def build_encoder(cfg: ModelConfig, seq_len: int = 0) -> nn.Module:
     """The encoder named by cfg.encoder: (x (B, T, D), real (B, T), causal) -> (B, T, D).
-    `seq_len`: the window length (data.max_len), for the transformer's frequency filter."""
+    `seq_len`: the window length (data.max_len), read by the transformer's frequency filter."""
     try:
-        if cfg.encoder == "transformer":
-            return TransformerEncoder(cfg, seq_len)
-        return ENCODERS[cfg.encoder](cfg)
+        return ENCODERS[cfg.encoder](cfg, seq_len)
     except KeyError:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; known: {sorted(ENCODERS)}") from None
 

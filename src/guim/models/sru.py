@@ -160,7 +160,9 @@ class SRULayer(nn.Module):
 class SRUEncoder(nn.Module):
     """Stack of SRU++ layers with a final LayerNorm; attention in `cfg.attention_layers`."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, seq_len: int = 0) -> None:
+        """`seq_len` (the window length) is part of the encoder interface; a recurrence needs
+        none."""
         super().__init__()
         n = cfg.n_layers
         bad = [i for i in cfg.attention_layers if not -n <= i < n]
