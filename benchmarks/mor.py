@@ -2,10 +2,15 @@
 
 On the synthetic shop (users with 1-4 planted interests): next-item Recall@20 / NDCG@10 and how
 well the K vectors recover the planted interests (guim.bench.interests). On Beauty: the same K
-sweep on next-item quality. Every model is the dataset's preset with only model.n_interests
-changed, trained and evaluated on the same splits.
+sweep on next-item quality. Every model is `--preset` (default "auto", the default recipe;
+"DATASET" for the dataset's own preset) with only model.n_interests changed, trained and
+evaluated on the same splits. For every K the test targets are also ranked by each interest
+alone (guim.bench.interests.interest_routing): the merged max-over-K ranking that evaluation
+uses, the interest nearest to the target that training optimises, the best single interest (an
+oracle bound) and the interest nearest to the last history item.
 
-    .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] [--set k=v]
+    .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] \
+        [--preset auto|DATASET] [--set k=v]
 
 `--set` overrides apply to every K and are recorded per dataset under "overrides".
 """
@@ -65,8 +70,8 @@ def planted_interests(data: Path, user_idx: np.ndarray) -> tuple[list[set[int]],
     return [set(by_user[int(u)]) for u in user_idx], leaf
 
 
-def run_k(dataset: str, data: Path, k: int, extra: list[str]) -> dict[str, Any]:
-    from guim.bench.interests import interest_recovery
+def run_k(dataset: str, data: Path, k: int, preset: str, extra: list[str]) -> dict[str, Any]:
+    from guim.bench.interests import interest_recovery, interest_routing
     from guim.config import load_config
     from guim.data.dataset import Dataset
     from guim.embed import load_run
@@ -76,7 +81,8 @@ def run_k(dataset: str, data: Path, k: int, extra: list[str]) -> dict[str, Any]:
     run_dir = WORK / "runs" / f"{dataset}-k{k}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cfg = load_config(dataset, [f"model.n_interests={k}", *extra])
+    name = dataset if preset == "DATASET" else preset
+    cfg = load_config(name, [f"model.n_interests={k}", *extra], dataset=data)
     t0 = time.perf_counter()
     train(cfg, data, run_dir)
     seconds = time.perf_counter() - t0
@@ -88,15 +94,20 @@ def run_k(dataset: str, data: Path, k: int, extra: list[str]) -> dict[str, Any]:
         "HR@10": res["HR@10"],
         "train_seconds": round(seconds, 1),
     }
+    cases = ds.eval_cases("loo", "test")
+    users = run.embed_users(cases.history)
+    history = (cases.history.offsets, cases.history.item_idx)
+    if run.scorer.mode == "max":  # the routing ways are defined for max-over-K scoring
+        routing = interest_routing(users, run.embed_items(), cases.target, history, cases.candidates)
+        out.update({key: v for key, v in routing.items() if "MRR" not in key})
     if (data / "truth").exists():
-        cases = ds.eval_cases("loo", "test")
         planted, leaf = planted_interests(data, cases.user_idx)
         rec = interest_recovery(
-            run.embed_users(cases.history),
+            users,
             run.embed_items(),
             planted,
             leaf,
-            (cases.history.offsets, cases.history.item_idx),
+            history,
             n=20,
             scorer=run.scorer,
         )
@@ -108,6 +119,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "beauty"])
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
+    ap.add_argument(
+        "--preset", default="auto", help='"auto" (the default recipe) or "DATASET" (its preset)'
+    )
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--merge", action="store_true", help="keep the other datasets already in --out")
@@ -121,7 +135,7 @@ def main() -> None:
         path = data[name]()
         results[name] = {}
         for k in args.ks:
-            results[name][f"guim-k{k}"] = run_k(name, path, k, args.set)
+            results[name][f"guim-k{k}"] = run_k(name, path, k, args.preset, args.set)
             print(name, k, results[name][f"guim-k{k}"], flush=True)
     write_results(
         args.out,
@@ -130,6 +144,7 @@ def main() -> None:
         protocol="leave-one-out test split, full ranking, history masked; Recall@20 = HR@20 "
         "(one target per user); interest recovery: see guim.bench.interests",
         overrides={name: args.set for name in args.datasets},
+        presets={name: args.preset for name in args.datasets},
     )
 
 

@@ -10,14 +10,24 @@ set of leaves the K vectors land on:
 
 averaged over users with at least `min_interests` planted interests. A single vector (K = 1) can
 recover at most one interest; `coverage@N` asks the same question of the actual recommendations.
+
+`interest_routing` asks why K > 1 can lower next-item quality: training reads out the one
+interest nearest to the target and ranks the catalogue by that vector alone (guim.losses), while
+evaluation merges the K rankings (max over K). It ranks every target under each interest alone
+and reports the metrics of the merged ranking next to those of the routed vector training
+optimises, the best single vector (an oracle bound) and the vector nearest to the last history
+item (a routing rule a server can apply).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
-from guim.scoring import Scorer, max_dot, top_k
+from guim.metrics import metrics_from_ranks
+from guim.scoring import Scorer, max_dot, rank_targets, top_k
 
 
 def interest_recovery(
@@ -72,3 +82,68 @@ def interest_recovery(
         f"coverage@{n}": float(np.mean(coverage)),
         "n_users": len(recall),
     }
+
+
+def interest_routing(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    targets: np.ndarray,
+    history: tuple[np.ndarray, np.ndarray],
+    candidates: np.ndarray | None = None,
+    ks: Sequence[int] = (10, 20),
+) -> dict[str, float]:
+    """Next-item metrics of K interest vectors under four ways of choosing what ranks the items.
+
+    Every ranking masks the case's history (the full-ranking protocol of `guim.evaluate`).
+
+    - `merged`: max over the K dot products (what `guim.evaluate` scores with "max");
+    - `routed`: the interest whose dot product with the target is highest ranks the catalogue
+      alone -- the read-out training optimises (`guim.models.mor.nearest_interest`). It is the
+      interest the merged score credits the target to, so the merged rank is never better: the
+      difference is the items the other interests place above the target;
+    - `oracle`: the best rank any single interest gives the target (an upper bound);
+    - `last_item`: the interest nearest to the last history item's vector (deployable).
+
+    Returns `{way}_{metric}` for each way and metric of `guim.metrics.metrics_from_ranks`, plus
+    `lost_to_merging@K`: the share of cases that the routed interest ranks within the top K and
+    the merged ranking does not.
+
+    Args:
+        user_vecs: (N, K, D) interest vectors, one set per case.
+        item_vecs: (n_items + 1, D) item vectors by item_idx (row 0 padding).
+        targets: (N,) target item_idx per case.
+        history: CSR (offsets (N + 1,), item_idx) of each case's history, every case non-empty.
+    """
+    users = np.asarray(user_vecs, dtype=np.float32)
+    items = np.asarray(item_vecs, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int64)
+    offsets, flat = history
+    if users.ndim != 3:
+        raise ValueError(f"user vectors must be (N, K, D), got shape {users.shape}")
+    lengths = np.diff(offsets)
+    if (lengths < 1).any():
+        raise ValueError(f"{int((lengths < 1).sum())} case(s) with an empty history")
+    last = np.asarray(flat, dtype=np.int64)[offsets[1:] - 1]
+    n, k = users.shape[:2]
+
+    def rank(u: np.ndarray) -> np.ndarray:
+        return rank_targets(u, items, targets, seen=history, candidates=candidates, scorer=max_dot)
+
+    per_interest = np.stack([rank(users[:, j]) for j in range(k)], axis=1)  # (N, K)
+    rows = np.arange(n)
+    routed = np.einsum("nkd,nd->nk", users, items[targets]).argmax(axis=1)
+    nearest_last = np.einsum("nkd,nd->nk", users, items[last]).argmax(axis=1)
+    ways = {
+        "merged": rank(users),
+        "routed": per_interest[rows, routed],
+        "oracle": per_interest.min(axis=1),
+        "last_item": per_interest[rows, nearest_last],
+    }
+    out: dict[str, float] = {}
+    for way, ranks in ways.items():
+        for name, value in metrics_from_ranks(ranks, ks).items():
+            out[f"{way}_{name}"] = value
+    for cut in ks:
+        lost = (ways["routed"] < cut) & (ways["merged"] >= cut)
+        out[f"lost_to_merging@{cut}"] = float(lost.mean())
+    return out
