@@ -98,7 +98,9 @@ def run_k(dataset: str, data: Path, k: int, preset: str, extra: list[str]) -> di
     users = run.embed_users(cases.history)
     history = (cases.history.offsets, cases.history.item_idx)
     if run.scorer.mode == "max":  # the routing ways are defined for max-over-K scoring
-        routing = interest_routing(users, run.embed_items(), cases.target, history, cases.candidates)
+        routing = interest_routing(
+            users, run.embed_items(), cases.target, history, cases.candidates
+        )
         out.update({key: v for key, v in routing.items() if "MRR" not in key})
     if (data / "truth").exists():
         planted, leaf = planted_interests(data, cases.user_idx)
