@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from guim.config import Config, LossConfig, load_config
+from guim.config import Config, ConfigError, LossConfig, load_config
 from guim.data.batches import Batch
 from guim.losses import full_softmax_nce, info_nce, interest_info_nce, view_info_nce
 from guim.models.guim import GUIM
@@ -352,6 +352,51 @@ def test_max_score_and_nearest_readout_agree():
     targets = torch.tensor([0, 4, 10, 2, 7])
     chosen = nearest_interest(users, items[targets])
     torch.testing.assert_close((chosen * items[targets]).sum(-1), best[torch.arange(5), targets])
+
+
+def test_interest_readouts_against_hand_written_losses():
+    """The "nearest" readout is the cross-entropy of the routed interest's dot products, the
+    "scored" one that of the max-over-K scores, the score evaluation ranks by. They differ once another interest scores
+    a negative above the routed one."""
+    torch.manual_seed(3)
+    users, items = torch.randn(6, 3, 8, requires_grad=True), torch.randn(13, 8)
+    positive = torch.tensor([1, 4, 12, 2, 7, 7])
+    routed = users[torch.arange(6), (users * items[positive][:, None]).sum(-1).argmax(1)]
+    nearest = torch.nn.functional.cross_entropy(routed @ items.T / 0.5, positive)
+    merged = torch.einsum("pkd,cd->pkc", users, items).amax(dim=1)
+    scored = torch.nn.functional.cross_entropy(merged / 0.5, positive)
+    got_nearest = interest_info_nce(users, items, positive, None, 0.5)
+    got_scored = interest_info_nce(users, items, positive, None, 0.5, readout="scored")
+    torch.testing.assert_close(got_nearest, nearest)
+    torch.testing.assert_close(got_scored, scored)
+    assert got_scored.item() > got_nearest.item() + 1e-3  # more competition from the other K
+    # the gradient of "scored" reaches every interest that is some candidate's best
+    (g,) = torch.autograd.grad(got_scored, users)
+    assert (g.abs().sum(dim=-1) > 0).sum() > 6
+    # K = 1: the two readouts are the same loss
+    one = users[:, :1].detach()
+    torch.testing.assert_close(
+        interest_info_nce(one, items, positive, None, 0.5),
+        interest_info_nce(one, items, positive, None, 0.5, readout="scored"),
+    )
+
+
+def test_scored_readout_is_a_config_option_that_reaches_training(tmp_path):
+    """K = 2 trained a few epochs from the same seed with each readout: both learn, the option
+    changes the weights (it reaches the loss), and the runs reload with the same test metrics."""
+    from tests.test_sru import toy_dataset, train_and_reload
+
+    with pytest.raises(ConfigError, match="interest_readout"):
+        load_config(None, ["loss.interest_readout=mean"])
+    toy = toy_dataset(tmp_path)
+    base = ["model.n_interests=2", "model.dim=16", "model.ffn_dim=32", "data.max_len=12"]
+    base += ['data.windows="prefix"', "train.batch_size=32", "train.epochs=6", "train.threads=1"]
+    scored, loaded = train_and_reload(toy, tmp_path / "s", [*base, "loss.interest_readout=scored"])
+    nearest, other = train_and_reload(toy, tmp_path / "n", base)
+    assert loaded.cfg.loss.interest_readout == "scored"
+    assert scored["valid_NDCG@10"] > 0.4 and nearest["valid_NDCG@10"] > 0.4  # random: about 0.1
+    a, b = loaded.model.state_dict(), other.model.state_dict()
+    assert any(not torch.equal(a[name], b[name]) for name in a)
 
 
 # ---- cosine scoring and the contrastive term ------------------------------------------------

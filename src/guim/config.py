@@ -116,6 +116,11 @@ class LossConfig:
     in_batch: bool = True  # the batch's other targets are negatives too (sampled loss)
     logq: bool = True  # subtract log of each candidate's expected inclusion count
     temperature: float = 1.0  # logits = score / temperature (use ~0.05-0.2 with model.normalize)
+    # K > 1 interests under model.interest_score = "max": "nearest" reads out the interest nearest
+    # to the target and ranks every candidate by it alone (ComiRec / MIND); "scored" gives every
+    # candidate its max-over-K score, the score evaluation ranks by (softmax-weighted scores
+    # always train that way)
+    interest_readout: Literal["nearest", "scored"] = "nearest"
     # auxiliary contrastive loss (SimCSE / CL4SRec / DuoRec): two views of each sequence's user
     # vector are positives, the batch's other sequences negatives
     contrastive_weight: float = 0.0

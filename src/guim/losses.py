@@ -130,18 +130,21 @@ def interest_info_nce(
     allowed: torch.Tensor | None = None,
     interest_score: str = "max",
     interest_temperature: float = 1.0,
+    readout: str = "nearest",
 ) -> torch.Tensor:
     """InfoNCE of K-interest users against candidate items.
 
     Args:
         users: (P, K, D) user vectors at the predicted positions.
         items: (C, D) candidate vectors; positive, log_q, allowed as in `info_nce`.
-        interest_score: "softmax" scores by the softmax-weighted K dot products (K > 1);
-            otherwise each row reads out its interest nearest to its positive (hard, as
-            ComiRec / MIND), which for K = 1 is the only one.
+        interest_score: "softmax" scores by the softmax-weighted K dot products (K > 1).
+        readout: for "max" scoring, "nearest" reads out each row's interest nearest to its
+            positive and scores every candidate by it alone (hard, as ComiRec / MIND; for K = 1
+            the only interest); "scored" gives each candidate its max-over-K score, as
+            evaluation ranks.
     """
-    if users.shape[1] > 1 and interest_score == "softmax":
-        scores = interest_scores(users, items, "softmax", interest_temperature)  # (P, C)
+    if users.shape[1] > 1 and (interest_score == "softmax" or readout == "scored"):
+        scores = interest_scores(users, items, interest_score, interest_temperature)  # (P, C)
         return info_nce(scores, positive, log_q, temperature, allowed)
     user = nearest_interest(users, items[positive])  # (P, D)
     if log_q is None and (allowed is None or allowed.dim() == 1):  # the full softmax: fused

@@ -268,6 +268,7 @@ def step_loss(
             None if allowed is None else allowed.to(dev),
             m.interest_score,
             m.interest_temperature,
+            cfg.loss.interest_readout,
         )
     if t.distill is not None:  # label_weight x the loss above + the teachers' terms
         loss = t.distill.loss(loss, shown.to(dev), out, t.model)
