@@ -7,10 +7,12 @@ sweep on next-item quality. Every model is `--preset` (default "auto", the defau
 evaluated on the same splits. For every K the test targets are also ranked by each interest
 alone (guim.bench.interests.interest_routing): the merged max-over-K ranking that evaluation
 uses, the interest nearest to the target that training optimises, the best single interest (an
-oracle bound) and the interest nearest to the last history item.
+oracle bound) and the interest nearest to the last history item. `--readouts nearest scored`
+trains every K > 1 a second time with `loss.interest_readout=scored` (recorded as guim-kK-scored):
+the max-over-K score that evaluation ranks by, instead of the interest nearest to the target.
 
     .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] \
-        [--preset auto|DATASET] [--set k=v]
+        [--readouts nearest scored] [--preset auto|DATASET] [--set k=v]
 
 `--set` overrides apply to every K and are recorded per dataset under "overrides".
 """
@@ -70,7 +72,9 @@ def planted_interests(data: Path, user_idx: np.ndarray) -> tuple[list[set[int]],
     return [set(by_user[int(u)]) for u in user_idx], leaf
 
 
-def run_k(dataset: str, data: Path, k: int, preset: str, extra: list[str]) -> dict[str, Any]:
+def run_k(
+    dataset: str, data: Path, k: int, readout: str, preset: str, extra: list[str]
+) -> dict[str, Any]:
     from guim.bench.interests import interest_recovery, interest_routing
     from guim.config import load_config
     from guim.data.dataset import Dataset
@@ -78,11 +82,12 @@ def run_k(dataset: str, data: Path, k: int, preset: str, extra: list[str]) -> di
     from guim.evaluate import evaluate
     from guim.train import train
 
-    run_dir = WORK / "runs" / f"{dataset}-k{k}"
+    run_dir = WORK / "runs" / f"{dataset}-k{k}-{readout}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     name = dataset if preset == "DATASET" else preset
-    cfg = load_config(name, [f"model.n_interests={k}", *extra], dataset=data)
+    sets = [f"model.n_interests={k}", f"loss.interest_readout={readout}", *extra]
+    cfg = load_config(name, sets, dataset=data)
     t0 = time.perf_counter()
     train(cfg, data, run_dir)
     seconds = time.perf_counter() - t0
@@ -121,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "beauty"])
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
+    ap.add_argument("--readouts", nargs="+", default=["nearest"], choices=["nearest", "scored"])
     ap.add_argument(
         "--preset", default="auto", help='"auto" (the default recipe) or "DATASET" (its preset)'
     )
@@ -136,9 +142,13 @@ def main() -> None:
     for name in args.datasets:
         path = data[name]()
         results[name] = {}
-        for k in args.ks:
-            results[name][f"guim-k{k}"] = run_k(name, path, k, args.preset, args.set)
-            print(name, k, results[name][f"guim-k{k}"], flush=True)
+        for readout in args.readouts:
+            for k in args.ks:
+                if k == 1 and readout != "nearest":
+                    continue  # one interest: both readouts are the same loss
+                label = f"guim-k{k}" + ("" if readout == "nearest" else f"-{readout}")
+                results[name][label] = run_k(name, path, k, readout, args.preset, args.set)
+                print(name, label, results[name][label], flush=True)
     write_results(
         args.out,
         results,
