@@ -135,29 +135,35 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="keep the other datasets already in --out")
     args = ap.parse_args()
 
+    from guim.io import read_json
     from guim.provenance import write_results
 
     data = {"synthetic": synthetic_data, "beauty": beauty_data}
+    old = read_json(args.out) if args.merge and args.out.exists() else {}
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for name in args.datasets:
         path = data[name]()
-        results[name] = {}
+        # with --merge a dataset keeps its other entries; each entry carries its own settings
+        results[name] = dict(old.get("results", {}).get(name, {}))
         for readout in args.readouts:
             for k in args.ks:
                 if k == 1 and readout != "nearest":
                     continue  # one interest: both readouts are the same loss
                 label = f"guim-k{k}" + ("" if readout == "nearest" else f"-{readout}")
-                results[name][label] = run_k(name, path, k, readout, args.preset, args.set)
-                print(name, label, results[name][label], flush=True)
-    write_results(
-        args.out,
-        results,
-        merge=args.merge,
-        protocol="leave-one-out test split, full ranking, history masked; Recall@20 = HR@20 "
-        "(one target per user); interest recovery: see guim.bench.interests",
-        overrides={name: args.set for name in args.datasets},
-        presets={name: args.preset for name in args.datasets},
-    )
+                entry = run_k(name, path, k, readout, args.preset, args.set)
+                entry.update(preset=args.preset, overrides=args.set)
+                results[name][label] = entry
+                print(name, label, entry, flush=True)
+                write_results(  # after every run, so a stopped sweep keeps what it measured
+                    args.out,
+                    results,
+                    merge=args.merge,
+                    protocol="leave-one-out test split, full ranking, history masked; Recall@20 "
+                    "= HR@20 (one target per user); interest recovery and the merged / routed / "
+                    "oracle / last_item rankings: see guim.bench.interests",
+                    # entries without their own "preset" trained the dataset's preset with these
+                    overrides=old.get("overrides", {}),
+                )
 
 
 if __name__ == "__main__":

@@ -74,17 +74,19 @@ class Job(NamedTuple):
 
 
 def finished(job: Job) -> bool:
-    """A complete run (test metrics written) of exactly the config this job resolves to."""
-    from guim.config import load_config
-    from guim.io import read_json
+    """A complete run (test metrics written) of exactly the config this job resolves to: its
+    config.json as today's code reads it (an option added since takes its default, which
+    keeps the earlier behaviour) equals the job's config."""
+    from guim.config import config_from_json, load_config
 
     if not (job.run / "metrics.json").exists():
         return False
-    expected = load_config(job.preset, job.sets, job.data).hash()
-    return read_json(job.run / "metrics.json")["config_hash"] == expected
+    expected = load_config(job.preset, job.sets, job.data).to_dict()
+    return config_from_json(job.run / "config.json").to_dict() == expected
 
 
 def train_one(job: Job) -> dict[str, Any]:
+    from guim.config import config_from_json
     from guim.io import read_json, write_json
 
     run, cmd = job.run, job.cmd
@@ -105,7 +107,8 @@ def train_one(job: Job) -> dict[str, Any]:
     return {
         **figures(run),
         "wall_seconds": read_json(run / "quality-command.json").get("wall_seconds"),
-        "config_hash": read_json(run / "metrics.json")["config_hash"],
+        # the hash today's code gives the run's config (the one `finished` compares)
+        "config_hash": config_from_json(run / "config.json").hash(),
     }
 
 

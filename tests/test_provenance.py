@@ -25,6 +25,9 @@ def test_merge_keeps_other_datasets_and_records_both_commands(tmp_path):
     assert doc["command"] == "cmd a && cmd b"
     assert doc["note"] == "x"
     assert doc["o"] == {"beauty": 1, "lastfm": 2}  # per-dataset extras merge too
+    # the same command writing again (after each of its runs) is recorded once
+    write_results(path, {"lastfm": {"guim": {"NDCG@10": 0.45}}}, "cmd b", merge=True)
+    assert json.loads(path.read_text())["command"] == "cmd a && cmd b"
     # a re-run of the same dataset replaces it; without merge the file is replaced
     write_results(path, {"lastfm": {"guim": {"NDCG@10": 0.3}}}, "cmd c", merge=True)
     assert json.loads(path.read_text())["results"]["lastfm"]["guim"]["NDCG@10"] == 0.3

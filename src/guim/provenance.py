@@ -120,7 +120,8 @@ def write_results(
         if kept:  # the earlier invocation still contributes: record it too
             doc["results"] = {**kept, **results}
             for key in ("command", "machine", "git"):
-                if old.get(key) and old[key] != doc[key]:
+                # a command that rewrites the file after each of its runs is recorded once
+                if old.get(key) and old[key].split(" && ")[-1] != doc[key]:
                     doc[key] = f"{old[key]} && {doc[key]}"
         # other top-level keys stay (notes, per-dataset extras), this call's winning; a
         # per-dataset entry of a dataset this call re-measured is not carried over
