@@ -145,8 +145,8 @@ def main() -> None:
         path = data[name]()
         # with --merge a dataset keeps its other entries; each entry carries its own settings
         results[name] = dict(old.get("results", {}).get(name, {}))
-        for readout in args.readouts:
-            for k in args.ks:
+        for k in args.ks:  # both readouts of one K before the next K
+            for readout in args.readouts:
                 if k == 1 and readout != "nearest":
                     continue  # one interest: both readouts are the same loss
                 label = f"guim-k{k}" + ("" if readout == "nearest" else f"-{readout}")
