@@ -168,8 +168,12 @@ def ablation(run: Path) -> dict[str, Any]:
     }
 
 
-def short_conditions(text: str) -> str:
-    """ "each run 2 torch thread(s), up to 1 side by side ..." -> "2 thread(s), 1 at a time"."""
+def short_conditions(text: str, entry: dict[str, Any] | None = None) -> str:
+    """An entry's run conditions, "2 thread(s), 1 at a time": its `threads` and `jobs` fields,
+    or for entries recorded before those fields, parsed from the text ("each run 2 torch
+    thread(s), up to 1 side by side ...")."""
+    if entry is not None and "threads" in entry and "jobs" in entry:
+        return f"{entry['threads']} thread(s), {entry['jobs']} at a time"
     m = re.search(r"each run (\w+) torch thread(?:\(s\))?, up to (\w+) side by side", text)
     if not m:
         return ""
@@ -202,7 +206,7 @@ def table(path: Path) -> str:
                 f"| {r['NDCG@20']:.4f} | {r['HR@20']:.4f} | {r['valid_NDCG@10']:.4f} "
                 f"| {r['train_seconds']:.0f} "
                 # entries read from another results file (`source`) ran under that file's terms
-                f"| {short_conditions(r.get('conditions', '' if 'source' in r else earlier))} "
+                f"| {short_conditions(r.get('conditions', '' if 'source' in r else earlier), r)} "
                 f"| {'' if target is None else target} |"
             )
     return "\n".join(rows)
@@ -271,6 +275,8 @@ def main() -> None:
             # per variant: variants of one dataset may be measured on different days and loads
             "conditions": f"each run {args.threads} torch thread(s), up to {args.jobs} side by "
             "side on the 2-core machine",
+            "threads": args.threads,  # the same, for programs
+            "jobs": args.jobs,
         }
         print(
             name, label, {k: results[name][label][k] for k in ("NDCG@10", "NDCG@10_std", "HR@10")}
