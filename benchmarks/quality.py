@@ -104,9 +104,11 @@ def train_one(job: Job) -> dict[str, Any]:
             run / "quality-command.json",
             {"command": cmd, "wall_seconds": round(time.perf_counter() - t0, 1)},
         )
+    command = run / "quality-command.json"
     return {
         **figures(run),
-        "wall_seconds": read_json(run / "quality-command.json").get("wall_seconds"),
+        # a run trained by `guim train` itself (an ablation reused as a seed) has no wall time
+        "wall_seconds": read_json(command).get("wall_seconds") if command.exists() else None,
         # the hash today's code gives the run's config (the one `finished` compares)
         "config_hash": config_from_json(run / "config.json").hash(),
     }
