@@ -195,7 +195,10 @@ def table(path: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     earlier = doc.get("protocol_of_earlier_entries", "")
-    for name, models in doc["results"].items():
+    order = ["beauty", "lastfm", "ml-100k", "synthetic"]  # the README's order, then the rest
+    names = sorted(doc["results"], key=lambda n: (order.index(n) if n in order else len(order), n))
+    for name in names:
+        models = doc["results"][name]
         for label in ("guim-default", "guim-preset"):
             if label not in models:
                 continue
