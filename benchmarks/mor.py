@@ -14,7 +14,9 @@ the max-over-K score that evaluation ranks by, instead of the interest nearest t
     .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] \
         [--readouts nearest scored] [--preset auto|DATASET] [--set k=v]
 
-`--set` overrides apply to every K and are recorded per dataset under "overrides".
+`--set` overrides apply to every K; each entry records its `preset` and `overrides` (entries
+from before those fields trained the dataset's preset with the per-dataset "overrides"). The file
+is written after every run; with `--merge` the other datasets and a dataset's other entries stay.
 """
 
 from __future__ import annotations
