@@ -120,9 +120,11 @@ def write_results(
         if kept:  # the earlier invocation still contributes: record it too
             doc["results"] = {**kept, **results}
             for key in ("command", "machine", "git"):
+                if not old.get(key) or old[key] == doc[key]:
+                    continue
                 # a command that rewrites the file after each of its runs is recorded once
-                if old.get(key) and old[key].split(" && ")[-1] != doc[key]:
-                    doc[key] = f"{old[key]} && {doc[key]}"
+                last = old[key].split(" && ")[-1]
+                doc[key] = old[key] if last == doc[key] else f"{old[key]} && {doc[key]}"
         # other top-level keys stay (notes, per-dataset extras), this call's winning; a
         # per-dataset entry of a dataset this call re-measured is not carried over
         for key, value in old.items():
