@@ -102,18 +102,16 @@ def run_k(
         "train_seconds": round(seconds, 1),
     }
     cases = ds.eval_cases("loo", "test")
-    users = run.embed_users(cases.history)
+    users, items = run.embed_users(cases.history), run.embed_items()
     history = (cases.history.offsets, cases.history.item_idx)
     if run.scorer.mode == "max":  # the routing ways are defined for max-over-K scoring
-        routing = interest_routing(
-            users, run.embed_items(), cases.target, history, cases.candidates
-        )
+        routing = interest_routing(users, items, cases.target, history, cases.candidates)
         out.update({key: v for key, v in routing.items() if "MRR" not in key})
     if (data / "truth").exists():
         planted, leaf = planted_interests(data, cases.user_idx)
         rec = interest_recovery(
             users,
-            run.embed_items(),
+            items,
             planted,
             leaf,
             history,
