@@ -14,9 +14,10 @@ the max-over-K score that evaluation ranks by, instead of the interest nearest t
     .venv/bin/python benchmarks/mor.py [--datasets synthetic beauty] [--ks 1 2 4 8] \
         [--readouts nearest scored] [--preset auto|DATASET] [--set k=v]
 
-`--set` overrides apply to every K; each entry records its `preset` and `overrides` (entries
-from before those fields trained the dataset's preset with the per-dataset "overrides"). The file
-is written after every run; with `--merge` the other datasets and a dataset's other entries stay.
+`--set` overrides apply to every K; each entry records its `preset` and `overrides`. The file
+is written after every run; with `--merge` the other datasets, a dataset's other entries and the
+other top-level keys stay (mor.json keeps its earlier 6-minute Beauty sweep, trained with the
+dataset's preset, under "earlier_6_minute_budget").
 """
 
 from __future__ import annotations
@@ -161,8 +162,6 @@ def main() -> None:
                     protocol="leave-one-out test split, full ranking, history masked; Recall@20 "
                     "= HR@20 (one target per user); interest recovery and the merged / routed / "
                     "oracle / last_item rankings: see guim.bench.interests",
-                    # entries without their own "preset" trained the dataset's preset with these
-                    overrides=old.get("overrides", {}),
                 )
 
 
