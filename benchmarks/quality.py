@@ -140,6 +140,8 @@ def summarise(runs: dict[int, dict[str, Any]], cmd: list[str]) -> dict[str, Any]
     out["seeds"] = seeds
     out["per_seed"] = {str(s): runs[s] for s in seeds}
     shown = [c if not c.startswith(str(REPO)) else str(Path(c).relative_to(REPO)) for c in cmd]
+    # one command for every seed: the last seed's value and run directory read as SEED
+    shown = [re.sub(rf"-s{seeds[-1]}$", "-sSEED", c) if "/" in c else c for c in shown]
     out["command"] = " ".join(shown).replace(f"train.seed={seeds[-1]}", "train.seed=SEED")
     return out
 
