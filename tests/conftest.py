@@ -3,26 +3,13 @@ clone) but fail on CI (CI=true), where it must be present."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GUIM_DATA_DIR", REPO.parent / "shared" / "datasets"))
-
-
-def load_benchmark(script: str, name: str) -> ModuleType:
-    """benchmarks/`script` imported as module `name` (benchmarks/ on sys.path for its helpers)."""
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def shared_dataset(*parts: str) -> Path:
