@@ -3,24 +3,16 @@ a second teacher's set under a suffix, and --merge keeping the dataset's other r
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def distill():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("distill_bench", REPO / "benchmarks/distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("distill.py", "distill_bench")
 
 
 def row(ndcg: float, flops: int, p50: float) -> dict:

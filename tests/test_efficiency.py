@@ -4,22 +4,16 @@ the issue's result keys, with the speed-ups consistent with the seconds to quali
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def efficiency():
-    spec = importlib.util.spec_from_file_location("efficiency", REPO / "benchmarks/efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("efficiency.py", "efficiency")
 
 
 @pytest.mark.parametrize("preset", ["beauty", "lastfm", "synthetic", "tiny"])
