@@ -252,9 +252,10 @@ def main() -> None:
     import shutil
 
     from guim.io import read_json
-    from guim.provenance import write_results
+    from guim.provenance import CpuWatch, write_results
     from guim.train import train
 
+    watch = CpuWatch()  # what else used the CPU while the methods trained
     methods = [REFERENCE, *(m for m in args.methods if m != REFERENCE)]
     name = Path(args.dataset).name if args.dataset not in PRESETS else args.dataset
     preset = args.preset or PRESETS.get(args.dataset)
@@ -319,6 +320,8 @@ def main() -> None:
                 "plot": png.name,
                 "note": args.note,
                 "collected": args.collect,
+                # with --collect this covers the assembling only, not the earlier training
+                "run_conditions": watch.read(),
             }
         },
     )

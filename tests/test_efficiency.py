@@ -74,6 +74,8 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     collected = json.loads(again.read_text())
     assert collected["results"] == doc["results"]
     assert collected["settings"]["tiny"]["collected"] is True
+    conditions = doc["settings"]["tiny"]["run_conditions"]  # measured over the training
+    assert conditions["torch_threads"] >= 1 and conditions["own_cpu_seconds"] > 0
     # a run that is not the method's (here: another encoder) is refused, naming the difference
     sru_run = tmp_path / "work" / "runs" / "tiny" / "sru"
     saved = json.loads((sru_run / "config.json").read_text())

@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,87 @@ def git_revision(repo: str | Path | None = None) -> str:
         return "unknown"
 
 
+# environment variables that change how many threads a run uses: part of the command a result
+# came from (the CLI arguments alone do not say that a run had one thread or two)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def current_command() -> str:
-    """The command line of this process, as a user would type it."""
+    """The command line of this process, as a user would type it, prefixed with the thread
+    variables of THREAD_VARS that are set (e.g. `OMP_NUM_THREADS=2 guim bench ...`)."""
     argv = list(sys.argv)
     if argv and argv[0].endswith(("guim", "guim.exe")):
         argv[0] = "guim"
     elif argv and argv[0].endswith(".py"):
         argv = ["python", os.path.relpath(argv[0]), *argv[1:]]
-    return shlex.join(argv)
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in THREAD_VARS if k in os.environ]
+    return " ".join([*env, shlex.join(argv)])
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process of the machine has used since boot (/proc/stat's first line:
+    user, nice, system, irq, softirq, steal; guest time is already inside user), or None where
+    /proc/stat does not exist."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    busy = sum(ticks[i] for i in (0, 1, 2, 5, 6, 7) if i < len(ticks))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+# "alone": other processes used less than this many cores on average over the interval
+ALONE_CORES = 0.05
+_now = time.perf_counter  # the watch's clock (a module attribute, so tests can set it)
+
+
+class CpuWatch:
+    """Evidence for "alone on the machine": over an interval, the wall time, this process's CPU
+    time and the CPU time every other process used (the machine's busy time from /proc/stat
+    minus this process's own), so a recorded timing says how busy the machine was beside it."""
+
+    def __init__(self) -> None:
+        self.wall = _now()
+        self.busy = _busy_cpu_seconds()
+        self.own = _own_cpu_seconds()
+
+    def read(self, **extra: Any) -> dict[str, Any]:
+        """The conditions since this watch started: threads, cores, wall and CPU seconds, the
+        mean number of cores other processes used, and `alone` (under ALONE_CORES of them);
+        the CPU fields are None where /proc/stat is missing."""
+        wall = _now() - self.wall
+        own = _own_cpu_seconds() - self.own
+        busy = _busy_cpu_seconds()
+        other = None if busy is None or self.busy is None else max(0.0, busy - self.busy - own)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        try:
+            import torch
+
+            threads: int | None = torch.get_num_threads()
+        except ImportError:
+            threads = None
+        other_cores = None if other is None or wall <= 0 else other / wall
+        return {
+            "torch_threads": threads,
+            "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+            "cores": cores or os.cpu_count(),
+            "wall_seconds": round(wall, 2),
+            "own_cpu_seconds": round(own, 2),
+            "other_cpu_seconds": None if other is None else round(other, 2),
+            "other_cores_mean": None if other_cores is None else round(other_cores, 3),
+            "alone": None if other_cores is None else other_cores < ALONE_CORES,
+            **extra,
+        }
 
 
 def write_results(

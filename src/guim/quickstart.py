@@ -6,6 +6,7 @@ synthetic shop, in minutes: synth -> prepare -> train GUIM (leave-one-out and co
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from guim.data.synthetic import SynthConfig, synth
 from guim.errors import UserError
 from guim.io import read_json
 from guim.progress import console
+from guim.provenance import CpuWatch
 
 
 def run_quickstart(out: str | Path, size: str = "small", seed: int = 0) -> Path:
@@ -124,11 +126,23 @@ def train_and_bench(
         [s.label for s in given],
     )
     specs = given
+    watch = CpuWatch()  # run_conditions in bench.json cover the training too
+    train_wall_seconds = None
     if train:
+        t0 = time.perf_counter()
         trained = train_models(train, Path(dataset_dir), Path(out_dir), seed, train_overrides)
+        train_wall_seconds = round(time.perf_counter() - t0, 2)
         by_label = {s.label: s for s in given}
         for spec in trained:
             if spec.label in by_label:
                 by_label[spec.label].runs.update(spec.runs)
         specs = [s for s in trained if s.label not in by_label] + given
-    return bench(specs, dataset_dir, out_dir, seed=seed, **bench_options)
+    return bench(
+        specs,
+        dataset_dir,
+        out_dir,
+        seed=seed,
+        watch=watch,
+        train_wall_seconds=train_wall_seconds,
+        **bench_options,
+    )

@@ -168,6 +168,17 @@ BENCH = {
     },
     "wall_seconds": 2050.4,
     "seed": 0,
+    "run_conditions": {
+        "torch_threads": 2,
+        "env": {"OMP_NUM_THREADS": "2"},
+        "cores": 2,
+        "wall_seconds": 2210.0,
+        "own_cpu_seconds": 4100.2,
+        "other_cpu_seconds": 22.1,
+        "other_cores_mean": 0.01,
+        "alone": True,
+        "train_wall_seconds": 160.0,
+    },
 }
 
 
@@ -232,6 +243,10 @@ def test_html_is_self_contained_with_one_chart_per_task(report):
     assert "0.45×" in page
     assert "RecBole is not installed" in page
     assert "9f1c2e3d4b5a" in page and "0123456789ab" in page
+    assert (
+        "2 torch thread(s) (OMP_NUM_THREADS=2), 2 cores, invocation 36.8 min (training 2.7 min), "
+        "other processes used 0.01 cores on average: alone"
+    ) in page
 
 
 def test_colours_are_stable_and_distinct():

@@ -120,7 +120,7 @@ def test_bench_json_schema_routing_and_skips(shop, tmp_path, monkeypatch):
 
     assert set(doc) == {
         "command", "machine", "git", "results", "dataset", "tasks", "skipped", "models",
-        "comparisons", "seconds", "wall_seconds", "seed",
+        "comparisons", "seconds", "wall_seconds", "seed", "run_conditions",
     }  # fmt: skip
     assert list(doc["results"]) == ["synthetic"]
     results = doc["results"]["synthetic"]
@@ -182,6 +182,11 @@ def test_bench_json_schema_routing_and_skips(shop, tmp_path, monkeypatch):
     assert doc["comparisons"] == {}
     assert set(doc["seconds"]["cold_probe"]) == {"guim", "random", "popularity"}
     assert doc["wall_seconds"] > 0 and doc["seed"] == 0
+    conditions = doc["run_conditions"]  # what else used the CPU meanwhile, measured
+    assert conditions["train_wall_seconds"] is None  # nothing trained in this invocation
+    assert conditions["torch_threads"] >= 1 and conditions["wall_seconds"] > 0
+    assert conditions["own_cpu_seconds"] > 0
+    assert {"other_cpu_seconds", "other_cores_mean", "alone", "env", "cores"} <= set(conditions)
     html = (tmp_path / "report.html").read_text()
     assert html.count('data-chart="task-') == 3
 
@@ -291,6 +296,11 @@ def test_guim_bench_cli(shop, tmp_path):
     assert results["guim-tiny"] == pytest.approx(results["run-loo"])
     assert results["both"] == results["run-loo"]
     assert (out / "report.html").exists() and (out / "report.md").exists()
+    # run_conditions cover the whole invocation: the training --train did before scoring too
+    conditions = doc["run_conditions"]
+    assert 0 < conditions["train_wall_seconds"] < conditions["wall_seconds"]
+    assert conditions["wall_seconds"] > doc["wall_seconds"]  # bench.json's own: scoring only
+    assert "run conditions" in (out / "report.md").read_text()
 
     bad = CliRunner().invoke(app, ["bench", "--run", "nolabel", "--dataset", str(data)])
     assert bad.exit_code == 2 and "LABEL=PATH" in bad.output

@@ -115,6 +115,26 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def fmt_conditions(c: dict[str, Any] | None) -> str:
+    """bench.json's `run_conditions` in one line: threads, the whole invocation's wall time and
+    how many cores other processes used meanwhile."""
+    if not c:
+        return "–"
+    env = " ".join(f"{k}={v}" for k, v in (c.get("env") or {}).items())
+    parts = [f"{c.get('torch_threads', '–')} torch thread(s)" + (f" ({env})" if env else "")]
+    parts.append(f"{c.get('cores', '–')} cores")
+    parts.append(f"invocation {fmt_seconds(c.get('wall_seconds'))}")
+    if c.get("train_wall_seconds") is not None:
+        parts[-1] += f" (training {fmt_seconds(c['train_wall_seconds'])})"
+    other = c.get("other_cores_mean")
+    if other is None:
+        parts.append("other processes' CPU not measured")
+    else:
+        verdict = "alone" if c.get("alone") else "shared"
+        parts.append(f"other processes used {other:.2f} cores on average: {verdict}")
+    return ", ".join(parts)
+
+
 def comparison_peer(key: str) -> str:
     """The peer a comparison key ("guim_vs_sasrec", "LABEL_vs_sasrec") refers to."""
     return key.rsplit("_vs_", 1)[-1]
@@ -267,6 +287,7 @@ class ReportData:
             ("dataset hash", str(d.get("hash", "–"))),
             ("seed", str(self.doc.get("seed", "–"))),
             ("wall time", fmt_seconds(self.doc.get("wall_seconds"))),
+            ("run conditions", fmt_conditions(self.doc.get("run_conditions"))),
         ]
 
     def config_hashes(self) -> list[tuple[str, str, str]]:

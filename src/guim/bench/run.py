@@ -25,6 +25,7 @@ from guim.embed import Embedder
 from guim.errors import UserError
 from guim.io import read_json
 from guim.progress import console, make_progress
+from guim.provenance import CpuWatch
 
 DEFAULT_BASELINES = ("random", "popularity", "item2vec", "cml")
 # --baselines name -> (label in the results, guim.baselines name, settings)
@@ -340,15 +341,20 @@ def bench(
     peer_minutes: float = 45.0,
     seed: int = 0,
     command: str | None = None,
+    watch: CpuWatch | None = None,
+    train_wall_seconds: float | None = None,
 ) -> Path:
     """Run every (selected) task on every model (frozen runs: nothing is trained here) and
     write out_dir/bench.json plus the report; returns bench.json's path. Training models for a
-    bench invocation is the caller's (`guim.quickstart.train_and_bench`)."""
+    bench invocation is the caller's (`guim.quickstart.train_and_bench`), which passes the
+    `watch` it started before training and the seconds training took, so that `run_conditions`
+    covers the whole invocation (`wall_seconds` is this function's own time)."""
     from guim.bench.report import write_report
     from guim.embed import load_run
     from guim.provenance import write_results
 
     t_start = time.perf_counter()
+    watch = watch or CpuWatch()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     dataset = Dataset(dataset_dir)
     if split not in ("valid", "test"):
@@ -453,6 +459,7 @@ def bench(
         seconds=seconds,
         wall_seconds=round(time.perf_counter() - t_start, 2),
         seed=seed,
+        run_conditions=watch.read(train_wall_seconds=train_wall_seconds),
     )
     md, html = write_report(path, out_dir)
     console.print(f"[green]bench[/]: {path}\n[green]report[/]: {md}, {html}")
