@@ -35,8 +35,12 @@ def machine() -> str:
         mem = f", {pages * size / 2**30:.0f} GiB RAM"
     except (ValueError, OSError, AttributeError):
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, {_gpu()}"
+    return f"{cpu}, {cores()} cores{mem}, {platform.system()} {platform.machine()}, {_gpu()}"
+
+
+def cores() -> int | None:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _gpu() -> str:
@@ -88,6 +92,11 @@ def git_revision(repo: str | Path | None = None) -> str:
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def thread_env() -> dict[str, str]:
+    """The variables of THREAD_VARS that are set, with their values."""
+    return {k: os.environ[k] for k in THREAD_VARS if k in os.environ}
+
+
 def current_command() -> str:
     """The command line of this process, as a user would type it, prefixed with the thread
     variables of THREAD_VARS that are set (e.g. `OMP_NUM_THREADS=2 guim bench ...`)."""
@@ -96,7 +105,7 @@ def current_command() -> str:
         argv[0] = "guim"
     elif argv and argv[0].endswith(".py"):
         argv = ["python", os.path.relpath(argv[0]), *argv[1:]]
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in THREAD_VARS if k in os.environ]
+    env = [f"{k}={shlex.quote(v)}" for k, v in thread_env().items()]
     return " ".join([*env, shlex.join(argv)])
 
 
@@ -145,7 +154,6 @@ class CpuWatch:
         own = _own_cpu_seconds() - self.own
         busy = _busy_cpu_seconds()
         other = None if busy is None or self.busy is None else max(0.0, busy - self.busy - own)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         try:
             import torch
 
@@ -155,8 +163,8 @@ class CpuWatch:
         other_cores = None if other is None or wall <= 0 else other / wall
         return {
             "torch_threads": threads,
-            "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
-            "cores": cores or os.cpu_count(),
+            "env": thread_env(),
+            "cores": cores(),
             "wall_seconds": round(wall, 2),
             "own_cpu_seconds": round(own, 2),
             "other_cpu_seconds": None if other is None else round(other, 2),
