@@ -10,7 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guim.metrics import MISS, max_dot, metrics_from_ranks, rank_targets
+from guim.metrics import (
+    MISS,
+    max_dot,
+    metrics_from_ranks,
+    paired_difference,
+    per_case,
+    rank_targets,
+    standard_error,
+)
 
 
 def test_metrics_from_ranks_hand_computed():
@@ -153,3 +161,40 @@ def test_masked_metric_never_exceeds_the_leaky_or_the_target_masked_one(data):
     # and no mask at all never ranks a non-repeated target better than the masked protocol
     plain = rank_targets(users, items, targets)
     assert (masked[~repeat] <= plain[~repeat]).all()
+
+
+# ---- per-case values and their uncertainty ---------------------------------------------------
+
+
+def test_per_case_values_average_to_the_reported_metrics():
+    ranks = np.array([0, 1, 4, 9, 10, 57])
+    reported = metrics_from_ranks(ranks, ks=(10,))
+    for metric in ("HR@10", "NDCG@10", "MRR@10"):
+        assert per_case(ranks, metric).mean() == pytest.approx(reported[metric], abs=1e-15)
+    np.testing.assert_allclose(
+        per_case(ranks, "NDCG@10"), [1.0, 1 / np.log2(3), 1 / np.log2(6), 1 / np.log2(11), 0, 0]
+    )
+    with pytest.raises(ValueError, match="unknown metric"):
+        per_case(ranks, "AUC")
+
+
+def test_standard_error_by_hand():
+    # values 0, 0, 1, 1: mean 0.5, sample variance (4 x 0.25) / 3 = 1/3, se = sqrt(1/3 / 4)
+    assert standard_error(np.array([0, 0, 1, 1])) == pytest.approx(np.sqrt(1 / 12))
+    with pytest.raises(ValueError, match="two cases"):
+        standard_error(np.array([1.0]))
+
+
+def test_paired_difference_by_hand():
+    a = np.array([1.0, 0.5, 0.0, 1.0])
+    b = np.array([0.0, 0.5, 0.0, 0.0])  # differences 1, 0, 0, 1: mean 0.5, se sqrt(1/12)
+    out = paired_difference(a, b)
+    se = np.sqrt(1 / 12)
+    assert out["difference"] == pytest.approx(0.5) and out["se"] == pytest.approx(se)
+    assert out["ci95_low"] == pytest.approx(0.5 - 1.96 * se)
+    assert out["ci95_high"] == pytest.approx(0.5 + 1.96 * se)
+    # a case both models find equally hard adds nothing to the difference's uncertainty
+    same = paired_difference(np.array([1.0, 0.2, 0.7]), np.array([1.0, 0.2, 0.7]))
+    assert same["difference"] == 0 and same["se"] == 0
+    with pytest.raises(ValueError, match="same cases"):
+        paired_difference(a, b[:3])

@@ -170,8 +170,9 @@ def test_training_is_deterministic(toy, tmp_path):
         ["loss.kind=sampled"],
         ["loss.kind=full", "train.ema_decay=0.9"],
         ["loss.kind=sampled", "loss.hard_negatives=12", "loss.hard_refresh_steps=7"],
+        ["loss.intent_weight=0.5", "loss.n_intents=8", "loss.contrastive_weight=0.1"],
     ],
-    ids=["full", "sampled", "full-ema", "sampled-hard"],
+    ids=["full", "sampled", "full-ema", "sampled-hard", "full-intents"],
 )
 def test_resume_after_kill_gives_the_same_weights(tmp_path, extra):
     ds = s3rec_dataset(tmp_path, n_users=400, n_items=60, length=30)

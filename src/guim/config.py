@@ -139,6 +139,14 @@ class LossConfig:
     hard_neighbours: int = 8
     hard_skip: int = 5
     hard_refresh_steps: int = 0
+    # intent contrastive learning (ICLRec; PCL's ProtoNCE): at every epoch's start the users'
+    # training sequences are encoded and clustered into `n_intents` intents (spherical k-means,
+    # FAISS; at most one intent per 39 users, FAISS's floor); each window's user vector (and its
+    # contrastive view's) is then pulled to its nearest intent against all the others,
+    # InfoNCE at `intent_temperature`, weighted by `intent_weight` (0 = off)
+    intent_weight: float = 0.0
+    n_intents: int = 256
+    intent_temperature: float = 0.2
     # SAS objective (train.objective = "sas"): weight of the replaced-item detection loss, the
     # temperature of the masked-item softmax the replacements are sampled from, and whether the
     # sample excludes the true item ("no-hit": every stored replacement really replaces)
@@ -385,6 +393,9 @@ _RANGES: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("loss", "hard_skip", 0, float("inf"), True, True),
     ("loss", "hard_refresh_steps", 0, float("inf"), True, True),
     ("loss", "sas_temperature", 0, float("inf"), False, True),
+    ("loss", "intent_weight", 0, float("inf"), True, True),
+    ("loss", "n_intents", 2, float("inf"), True, True),
+    ("loss", "intent_temperature", 0, float("inf"), False, True),
     ("train", "mask_prob", 0, 1, False, True),
     ("train", "last_mask_prob", 0, 1, True, True),
     ("train", "epochs", 1, float("inf"), True, True),

@@ -1,6 +1,7 @@
 """Losses as pure tensor functions: InfoNCE over a candidate set (full softmax is the special
 case where the candidates are the whole catalogue), with logQ correction and masking; the
-multi-interest next-item loss and the two-view contrastive loss built on it.
+multi-interest next-item loss, the two-view contrastive loss and the intent contrastive loss
+built on it.
 
 L = -log( exp(s+/tau - logQ+) / sum_j exp(s_j/tau - logQ_j) ), over allowed candidates j.
 
@@ -165,3 +166,30 @@ def view_info_nce(
         info_nce(sim, labels, temperature=temperature)
         + info_nce(sim.T, labels, temperature=temperature)
     )
+
+
+def intent_info_nce(
+    states: torch.Tensor,
+    intents: torch.Tensor,
+    temperature: float,
+    view_states: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Intent contrastive loss (ICLRec; PCL's ProtoNCE): each sequence's last-position user
+    vector (mean of its K interests, L2-normalised) against every intent centroid, its own
+    intent -- the centroid nearest to it, chosen without gradient (the E-step) -- the positive.
+    With `view_states` (a second view of the same windows) both views are pulled to the
+    intent of the first and the two losses averaged.
+
+    Args:
+        states: (B, T, K, D) encoder states; view_states likewise.
+        intents: (I, D) unit-norm intent centroids (`guim.trainer.intents.fit_intents`).
+    """
+    z = F.normalize(states[:, -1].mean(dim=1), dim=-1)  # (B, D)
+    centroids = intents.to(z.dtype)
+    scores = z @ centroids.T  # (B, I)
+    own = scores.detach().argmax(dim=1)  # (B,) the nearest intent of each window
+    loss = info_nce(scores, own, temperature=temperature)
+    if view_states is None:
+        return loss
+    zv = F.normalize(view_states[:, -1].mean(dim=1), dim=-1)
+    return 0.5 * (loss + info_nce(zv @ centroids.T, own, temperature=temperature))

@@ -30,7 +30,16 @@ import numpy as np
 
 from guim.scoring import MISS, Scorer, max_dot, rank_targets
 
-__all__ = ["MISS", "Scorer", "max_dot", "metrics_from_ranks", "rank_targets"]
+__all__ = [
+    "MISS",
+    "Scorer",
+    "max_dot",
+    "metrics_from_ranks",
+    "paired_difference",
+    "per_case",
+    "rank_targets",
+    "standard_error",
+]
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (10, 20)) -> dict[str, float]:
@@ -45,3 +54,43 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (10, 20)) -> dict[
         out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
         out[f"MRR@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
     return out
+
+
+def per_case(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each case's value of `metric` ("HR@K", "NDCG@K" or "MRR@K"): the values whose mean
+    `metrics_from_ranks` reports."""
+    name, _, cut = metric.partition("@")
+    if name not in ("HR", "NDCG", "MRR") or not cut.isdigit():
+        raise ValueError(f"unknown metric {metric!r}: expected HR@K, NDCG@K or MRR@K")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks < int(cut)
+    value = {"HR": 1.0, "NDCG": 1.0 / np.log2(ranks + 2.0), "MRR": 1.0 / (ranks + 1.0)}[name]
+    return np.where(hit, value, 0.0)
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of per-case values (sample standard deviation / sqrt(n)): how
+    far a metric measured on these cases may lie from the same model's metric on the population
+    the cases were drawn from."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        raise ValueError("a standard error needs at least two cases")
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean difference a - b of two models' per-case values on the same cases, its standard error
+    (of the per-case differences: the shared hardness of each case cancels) and the normal 95%
+    interval."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same cases, got {a.shape} and {b.shape}")
+    d = a - b
+    se = standard_error(d)
+    mean = float(d.mean())
+    return {
+        "difference": mean,
+        "se": se,
+        "ci95_low": mean - 1.96 * se,
+        "ci95_high": mean + 1.96 * se,
+    }

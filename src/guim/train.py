@@ -4,7 +4,7 @@ best weights (`TrainState` is the early-stopping record); `finish` writes the ru
 
 Next-item (causal), masked-item (Cloze) or SAS (masked-item + replaced-item detection,
 `guim.sas`) objective; full-softmax or sampled-InfoNCE loss plus
-optional loss terms (the contrastive views), each a tensor added beside the main loss; training
+optional loss terms (the contrastive views, the intents), each a tensor added beside the main loss; training
 stages (`[[train.stages]]`) that grow the encoder, choose what trains or change the objective;
 atomic checkpoints and `--resume`, also across stage boundaries. Every epoch re-seeds its random
 streams from (seed, epoch), so a resumed run continues exactly as the uninterrupted one would.
@@ -29,7 +29,7 @@ from guim.embed import GuimRun
 from guim.errors import UserError
 from guim.evaluate import rank_cases
 from guim.io import read_json, write_json
-from guim.losses import interest_info_nce, view_info_nce
+from guim.losses import intent_info_nce, interest_info_nce, view_info_nce
 from guim.metrics import metrics_from_ranks
 from guim.models import build_model
 from guim.models.guim import ModelOutput
@@ -39,6 +39,7 @@ from guim.sampling import NegativeSampler
 from guim.sas import DetectionHead, apply_replacements, detection_loss, sample_replacements
 from guim.trainer.distill import Distiller
 from guim.trainer.distributed import init_distributed, resolve_device, shard, wrap
+from guim.trainer.intents import intent_centroids
 from guim.trainer.optim import lr_scale, make_optimizers
 from guim.trainer.stages import resolve_stages, stage_of, stage_start
 
@@ -85,6 +86,7 @@ class Trainer:
     sas_previous: torch.Tensor | None = None
     sas_current: torch.Tensor | None = None
     distill: Distiller | None = None  # the teachers' loss terms (cfg.distill.teachers)
+    intents: torch.Tensor | None = None  # (I, D) this epoch's intent centroids (ICLRec)
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -275,6 +277,11 @@ def step_loss(
     if view is not None:
         contrastive = view_info_nce(out.states, out.view_states, cfg.loss.contrastive_temperature)
         loss = loss + contrastive_weight * contrastive
+    if t.intents is not None and cfg.loss.intent_weight > 0:
+        intent = intent_info_nce(
+            out.states, t.intents, cfg.loss.intent_temperature, out.view_states
+        )
+        loss = loss + cfg.loss.intent_weight * intent
     if sas:
         assert replaced is not None and batch.masked is not None
         if t.sas_previous is not None and cfg.loss.detection_weight > 0:  # after the cold start
@@ -330,6 +337,8 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
     weight = float(stage.contrastive_weight)
     if stage.objective == "sas":  # this epoch stores the next one's replacements
         t.sas_current = torch.zeros(len(t.seqs.item_idx), dtype=torch.long)
+    if t.cfg.loss.intent_weight > 0:  # ICLRec's E-step: cluster the current user vectors
+        t.intents = intent_centroids(t.model, t.cfg, t.seqs, tr.seed * 7_919 + epoch)
     t.model.train()
     total, n_pred = 0.0, 0
     with make_progress(transient=True) as progress:
