@@ -134,9 +134,31 @@ def test_sas_run_trains_resumes_and_loads(small, tmp_path, monkeypatch):  # noqa
     assert all(torch.equal(weights[k], wb[k]) for k in weights)
 
 
-def test_sampled_loss_draws_from_the_whole_catalogue(small):  # noqa: F811
-    """Under the sampled loss the forward scores only the candidates; the replacements are
-    still drawn from every item seen in training (never padding, never the true item)."""
+def test_candidate_sampling_stays_in_the_candidates_and_applies_log_q():
+    scores = torch.zeros(300, 4)
+    columns = torch.tensor([5, 2, 9, 7])  # the items of the four candidate columns
+    true = torch.tensor([2, 7, 5] * 100)
+    allowed = torch.ones(10, dtype=torch.bool)
+    allowed[[0, 9]] = False  # item 9 never seen in training
+    g = torch.Generator().manual_seed(0)
+    drawn = sample_replacements(scores, true, allowed, 1.0, True, g, columns=columns)
+    assert set(drawn.tolist()) <= {5, 2, 7}
+    assert (drawn != true).all() and (drawn > 0).all()
+    assert set(drawn[true == 2].tolist()) == {5, 7}  # both others, equally likely
+    # logQ: a candidate expected e^30 times in the sample is (almost) never drawn
+    log_q = torch.tensor([0.0, 0.0, 0.0, 30.0])
+    drawn = sample_replacements(scores, true, allowed, 1.0, True, g, columns, log_q)
+    assert (drawn[true == 2] == 5).all()
+    # a row whose every candidate is excluded stores no replacement
+    lone = sample_replacements(torch.zeros(1, 2), torch.tensor([5]), allowed, 1.0, True, g,
+                               columns=torch.tensor([5, 9]))  # fmt: skip
+    assert lone.tolist() == [0]
+
+
+def test_sampled_loss_draws_among_the_candidates(small):  # noqa: F811
+    """Under the sampled loss the forward scores only the candidates, and the replacements are
+    drawn among them (logQ-corrected): items seen in training, never padding, never the true
+    item."""
     cfg = load_config(None, [*SAS, "loss.kind=sampled", "loss.n_negatives=7"])
     t = build(cfg, small)
     for epoch in range(2):

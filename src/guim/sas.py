@@ -62,24 +62,45 @@ def sample_replacements(
     temperature: float,
     no_hit: bool,
     generator: torch.Generator,
+    columns: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One item per masked position from softmax(scores / temperature) over allowed items.
 
     Args:
-        scores: (P, C) the masked-item logits (already divided by the loss temperature), C =
-            every item (column = item index, 0 = padding).
+        scores: (P, C) the masked-item logits (already divided by the loss temperature); column
+            c scores item c (0 = padding), or item `columns[c]` when given.
         true_items: (P,) the items the positions hide; with `no_hit` they are never drawn.
-        allowed: (C,) bool, the items that may be drawn (seen in training).
+        allowed: (n_items + 1,) bool, the items that may be drawn (seen in training).
+        columns: (C,) the item of each column when the scores cover a sampled candidate set
+            (the sampled loss's shared negatives and in-batch targets) instead of the catalogue.
+        log_q: (C,) the log expected inclusion count of each candidate: subtracted from the
+            logits, so the draw approximates the catalogue softmax (self-normalised importance
+            sampling, as the sampled loss's logQ correction).
     Returns: (P,) item indices (on the CPU, drawn with `generator`).
     """
-    logits = (scores.float() / temperature).masked_fill(~allowed, float("-inf"))
-    if no_hit:
-        logits[torch.arange(len(logits)), true_items] = float("-inf")
+    logits = scores.float() / temperature
+    if log_q is not None:
+        logits = logits - log_q.to(logits.device, logits.dtype)
+    rows = torch.arange(len(logits))
+    if columns is None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        if no_hit:
+            logits[rows, true_items] = float("-inf")
+    else:
+        columns = columns.to(logits.device)
+        logits = logits.masked_fill(~allowed.to(logits.device)[columns], float("-inf"))
+        if no_hit:  # a candidate may be the row's own item (an in-batch target, a sample)
+            hit = columns[None, :] == true_items.to(logits.device)[:, None]
+            logits = logits.masked_fill(hit, float("-inf"))
     probs = torch.softmax(logits, dim=-1).cpu()
     probs = torch.nan_to_num(probs)  # a row with nothing allowed: all zero
     empty = probs.sum(-1) == 0
-    probs[empty, 0] = 1.0  # draws 0 = "no replacement"
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    probs[empty, 0] = 1.0  # draws column 0, returned as 0 = "no replacement"
+    drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if columns is None:
+        return drawn
+    return columns.cpu()[drawn].masked_fill(empty, 0)
 
 
 def detection_loss(

@@ -289,25 +289,31 @@ def step_loss(
             logits = t.model.detector(out.states)  # (B, T)
             detection = detection_loss(logits, replaced.to(dev), where)
             loss = loss + cfg.loss.detection_weight * detection
-        _store_replacements(t, out, batch, generator)
+        _store_replacements(t, out, batch, generator, candidates, log_q)
     return loss
 
 
 @torch.no_grad()
 def _store_replacements(
-    t: Trainer, out: ModelOutput, batch: Batch, generator: torch.Generator
+    t: Trainer,
+    out: ModelOutput,
+    batch: Batch,
+    generator: torch.Generator,
+    candidates: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
 ) -> None:
     """SAS: draw a replacement for every masked position from the model's masked-item softmax
-    and store it under the position's event, for the next epoch (t.sas_current)."""
+    and store it under the position's event, for the next epoch (t.sas_current). Under the
+    sampled loss the draw is among the step's candidates (`out.items`, logQ-corrected), so its
+    cost follows the candidate set, not the catalogue."""
     if t.sas_current is None:
         return
     cfg, model = t.cfg, t.model
-    items = out.items if t.sampler is None else model.item_vectors()  # (n_items + 1, D)
-    scores = model.score(out.users.detach(), items.detach()) / cfg.loss.temperature  # (P, C)
+    scores = model.score(out.users.detach(), out.items.detach()) / cfg.loss.temperature  # (P, C)
     hit = batch.targets > 0
     drawn = sample_replacements(
         scores, batch.targets[hit].to(scores.device), t.known, cfg.loss.sas_temperature,
-        cfg.loss.sas_no_hit, generator,
+        cfg.loss.sas_no_hit, generator, columns=candidates, log_q=log_q,
     )  # fmt: skip
     assert batch.event_index is not None
     t.sas_current[batch.event_index[hit]] = drawn
