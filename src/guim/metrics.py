@@ -45,15 +45,13 @@ __all__ = [
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (10, 20)) -> dict[str, float]:
     """HR@K, NDCG@K and MRR@K from 0-based ranks (see module docstring for definitions)."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
     if len(ranks) == 0:
         raise ValueError("no evaluation cases")
-    for k in ks:
-        hit = ranks < k
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
-        out[f"MRR@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
-    return out
+    return {
+        f"{name}@{k}": float(_case_values(ranks, name, k).mean())
+        for k in ks
+        for name in ("HR", "NDCG", "MRR")
+    }
 
 
 def per_case(ranks: np.ndarray, metric: str) -> np.ndarray:
@@ -62,9 +60,15 @@ def per_case(ranks: np.ndarray, metric: str) -> np.ndarray:
     name, _, cut = metric.partition("@")
     if name not in ("HR", "NDCG", "MRR") or not cut.isdigit():
         raise ValueError(f"unknown metric {metric!r}: expected HR@K, NDCG@K or MRR@K")
-    ranks = np.asarray(ranks, dtype=np.float64)
-    hit = ranks < int(cut)
-    value = {"HR": 1.0, "NDCG": 1.0 / np.log2(ranks + 2.0), "MRR": 1.0 / (ranks + 1.0)}[name]
+    return _case_values(np.asarray(ranks, dtype=np.float64), name, int(cut))
+
+
+def _case_values(ranks: np.ndarray, name: str, k: int) -> np.ndarray:
+    """Per-case HR / NDCG / MRR at cut-off k of float64 0-based ranks (module docstring)."""
+    hit = ranks < k
+    if name == "HR":
+        return hit.astype(np.float64)
+    value = 1.0 / np.log2(ranks + 2.0) if name == "NDCG" else 1.0 / (ranks + 1.0)
     return np.where(hit, value, 0.0)
 
 

@@ -82,11 +82,10 @@ def sample_replacements(
     logits = scores.float() / temperature
     if log_q is not None:
         logits = logits - log_q.to(logits.device, logits.dtype)
-    rows = torch.arange(len(logits))
     if columns is None:
         logits = logits.masked_fill(~allowed, float("-inf"))
         if no_hit:
-            logits[rows, true_items] = float("-inf")
+            logits[torch.arange(len(logits)), true_items] = float("-inf")
     else:
         columns = columns.to(logits.device)
         logits = logits.masked_fill(~allowed.to(logits.device)[columns], float("-inf"))

@@ -344,7 +344,7 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
     if stage.objective == "sas":  # this epoch stores the next one's replacements
         t.sas_current = torch.zeros(len(t.seqs.item_idx), dtype=torch.long)
     if t.cfg.loss.intent_weight > 0:  # ICLRec's E-step: cluster the current user vectors
-        t.intents = intent_centroids(t.model, t.cfg, t.seqs, tr.seed * 7_919 + epoch)
+        t.intents = intent_centroids(t.model, t.cfg, t.seqs, generator.initial_seed())
     t.model.train()
     total, n_pred = 0.0, 0
     with make_progress(transient=True) as progress:
