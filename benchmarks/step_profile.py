@@ -3,10 +3,14 @@
 
 For each method (the same configs as efficiency.py: the dataset's preset + METHOD.toml +
 `--set`) and each stage of its plan, the trainer's own step (`guim.train.step_loss`, backward,
-gradient clipping, optimiser) runs on the same first batches of an epoch:
-- median seconds of each phase over `--steps` steps after `--warmup` (forward = model + loss,
-  of which the encoder's forward by hooks on `model.encoder`; backward; clip + optimiser),
-- FLOPs of one step (torch.utils.flop_counter) and the achieved GFLOP/s (FLOPs / step seconds):
+gradient clipping, optimiser) runs on batches of an epoch chosen at evenly spaced quantiles of
+the batch size (an epoch's batches differ in length):
+- mean seconds of each phase over `--steps` steps after `--warmup` (forward = model + loss, of
+  which the encoder's forward, by hooks on `model.encoder`; backward, of which the encoder's
+  where everything trains; clip + optimiser), and that mean x the epoch's batch count, an
+  estimate of an epoch's training seconds to set beside efficiency.json's measured ones,
+- FLOPs of a step (torch.utils.flop_counter, mean over the timed batches) and the achieved
+  GFLOP/s (FLOPs / step seconds):
   a method that trades matmuls for elementwise or memory-bound kernels saves FLOPs, not time,
 - torch.profiler self-CPU shares of `--profile-steps` further steps, grouped into kinds of
   kernel (matmul, fused attention, loss softmax, embedding, scan, optimiser, elementwise...),
@@ -54,10 +58,20 @@ def kind_of(op: str) -> str:
     return "elementwise & other"
 
 
+def stratified(batches: list[Any], k: int, offset: float) -> list[Any]:
+    """`k` batches at evenly spaced quantiles of the batch size (items x positions), so that
+    their mean step time times the number of batches estimates an epoch's; `offset` in [0, 1)
+    shifts the quantiles (disjoint samples for timing and profiling)."""
+    by_size = sorted(batches, key=lambda b: b.items.numel())
+    n = len(by_size)
+    return [by_size[min(n - 1, int((i + offset) * n / k))] for i in range(k)]
+
+
 def stage_profile(
-    t: Any, batches: list[Any], steps: int, warmup: int, profile_steps: int
+    t: Any, warm: list[Any], timed: list[Any], profiled: list[Any], epoch_batches: int
 ) -> dict[str, Any]:
-    """Time the trainer's step on `batches` (cycled) in the trainer's current stage."""
+    """Time the trainer's step in its current stage: `warm` batches first, then the phases of
+    each of `timed`, then torch.profiler over `profiled`; `epoch_batches` batches an epoch."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
@@ -110,59 +124,59 @@ def stage_profile(
             opt.step()
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
-    n = len(batches)
-    for i in range(warmup):
-        one(batches[i % n])
+    for batch in warm:
+        one(batch)
     encoder_seconds.clear()
     encoder_backward.clear()
-    phases = [one(batches[(warmup + i) % n]) for i in range(steps)]
+    phases = [one(batch) for batch in timed]
     encoder = list(encoder_seconds)
     encoder_back = list(encoder_backward)
     for h in hooks:
         h.remove()
-    forward, backward, optimizer = (statistics.median(p) for p in zip(*phases, strict=True))
-    step = statistics.median(sum(p) for p in phases)
+    # means over a sample stratified by batch size: x the epoch's batch count, an epoch
+    forward, backward, optimizer = (statistics.fmean(p) for p in zip(*phases, strict=True))
+    step = forward + backward + optimizer
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(profile_steps):
-            one(batches[(warmup + steps + i) % n])
+        for batch in profiled:
+            one(batch)
     ops = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in ops)
     kinds: dict[str, float] = {}
     for e in ops:
         kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_cpu_time_total / total
     top = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    batch = batches[warmup % n]
-    with FlopCounterMode(display=False) as counter:
-        step_loss(t, batch, generator, weight).backward()
-    for opt in t.optimizers.values():
-        opt.zero_grad(set_to_none=True)
-    flops = int(counter.get_total_flops())
+    with FlopCounterMode(display=False) as counter:  # forward + backward of the timed batches
+        for batch in timed:
+            step_loss(t, batch, generator, weight).backward()
+            t.model.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops() / len(timed)
     params = list(t.model.parameters())
     return {
         "stage": t.state.stage,
         "n_layers": t.cfg.model.n_layers,
         "trainable": stage.trainable,
         "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
-        "batch": list(batch.items.shape),
+        "batch_sizes": [min(b.items.numel() for b in timed), max(b.items.numel() for b in timed)],
         "step_seconds": round(step, 4),
+        "epoch_seconds_estimate": round(step * epoch_batches, 2),
         "forward_seconds": round(forward, 4),
-        "encoder_forward_seconds": round(statistics.median(encoder), 4),
+        "encoder_forward_seconds": round(statistics.fmean(encoder), 4),
         "backward_seconds": round(backward, 4),
         "encoder_backward_seconds": (
-            round(statistics.median(encoder_back), 4) if len(encoder_back) == steps else None
+            round(statistics.fmean(encoder_back), 4) if len(encoder_back) == len(timed) else None
         ),
         "optimizer_seconds": round(optimizer, 4),
         "gflops_per_step": round(flops / 1e9, 2),
         "achieved_gflops_per_second": round(flops / 1e9 / step, 1),
         "self_cpu_share": {k: round(v, 4) for k, v in sorted(kinds.items(), key=lambda x: -x[1])},
         "top_operators": {e.key: round(e.self_cpu_time_total / total, 4) for e in top},
-        "steps_timed": steps,
-        "steps_profiled": profile_steps,
+        "steps_timed": len(timed),
+        "steps_profiled": len(profiled),
     }
 
 
 def method_profile(
-    cfg: Any, data: Path, n_batches: int, steps: int, warmup: int, profile_steps: int
+    cfg: Any, data: Path, steps: int, warmup: int, profile_steps: int
 ) -> list[dict[str, Any]]:
     """`stage_profile` of every stage of `cfg`'s plan (entered as training would, from fresh
     weights: the timings do not depend on what the weights learned)."""
@@ -184,15 +198,17 @@ def method_profile(
         if same and before is not None and stage.trainable == before.trainable:
             continue  # the same step as the stage before
         tr = replace(t.cfg.train, objective=stage.objective)
-        batches = make_batches(t.seqs, t.cfg.data, tr, np.random.default_rng(0))[:n_batches]
-        out.append(stage_profile(t, batches, steps, warmup, profile_steps))
+        batches = make_batches(t.seqs, t.cfg.data, tr, np.random.default_rng(0))
+        warm = stratified(batches, warmup, 0.5)
+        timed, profiled = stratified(batches, steps, 0.25), stratified(batches, profile_steps, 0.75)
+        out.append(stage_profile(t, warm, timed, profiled, len(batches)))
         r = out[-1]
         print(
             f"  stage {index}: {r['step_seconds']:.3f} s/step (fwd {r['forward_seconds']:.3f}, "
             f"encoder fwd {r['encoder_forward_seconds']:.3f}, bwd {r['backward_seconds']:.3f}, "
             f"encoder bwd {r['encoder_backward_seconds']}, "
             f"opt {r['optimizer_seconds']:.3f}), {r['gflops_per_step']} GFLOP, "
-            f"{r['achieved_gflops_per_second']} GFLOP/s",
+            f"{r['achieved_gflops_per_second']} GFLOP/s, epoch ~{r['epoch_seconds_estimate']} s",
             flush=True,
         )
     return out
@@ -220,12 +236,11 @@ def main() -> None:
     name = Path(args.dataset).name if args.dataset not in PRESETS else args.dataset
     preset = args.preset or PRESETS.get(args.dataset)
     data = dataset_dir(args.dataset)
-    n_batches = args.warmup + args.steps + args.profile_steps
     results, details = {}, {}
     for method in args.methods:
         print(f"== {name}: {method}", flush=True)
         cfg = method_config(preset, method, args.overrides, 1.0)
-        stages = method_profile(cfg, data, n_batches, args.steps, args.warmup, args.profile_steps)
+        stages = method_profile(cfg, data, args.steps, args.warmup, args.profile_steps)
         details[method] = stages
         results[method] = {
             "step_seconds": [s["step_seconds"] for s in stages],
