@@ -5,11 +5,12 @@ built on it.
 
 L = -log( exp(s+/tau - logQ+) / sum_j exp(s_j/tau - logQ_j) ), over allowed candidates j.
 
-The full softmax over the catalogue is the training step's largest cost (a (P, C) score matrix
-for P targets and C items). `full_softmax_nce` computes it fused and in row chunks: each chunk's
-scores, softmax and gradients are made while the chunk is in cache, so the (P, C) matrix is
-never written to memory whole and the backward pass is two stored tensors. Same loss and
-gradients as `info_nce` (tested), different float summation order.
+The softmax over the candidates is the training step's largest cost (a (P, C) score matrix for
+P targets and C items: the whole catalogue, or a sampled set with in-batch negatives, where C
+is about P). `full_softmax_nce` computes it fused and in row chunks: each chunk's scores, logQ
+correction, masks, softmax and gradients are made while the chunk is in cache, so the (P, C)
+matrix is never written to memory whole and the backward pass is two stored tensors. Same loss
+and gradients as `info_nce` (tested), different float summation order.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def info_nce(
 
 
 class _FusedSoftmaxNCE(torch.autograd.Function):
-    """Mean -log softmax(users @ items.T / tau)[positive]; gradients made in the forward pass.
-    Computed in fp32 also under bf16 autocast: the catalogue softmax is where precision
-    matters most."""
+    """Mean -log softmax(users @ items.T / tau - logQ)[positive] over the allowed candidates;
+    gradients made in the forward pass. Computed in fp32 also under bf16 autocast: the
+    catalogue softmax is where precision matters most."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -59,12 +60,16 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
         items: torch.Tensor,
         positive: torch.Tensor,
         blocked: torch.Tensor | None,
+        row_blocked: torch.Tensor | None,
+        log_q: torch.Tensor | None,
         temperature: float,
         chunk: int,
     ) -> torch.Tensor:
         ctx.dtypes = users.dtype, items.dtype
         dtype = torch.promote_types(torch.promote_types(users.dtype, items.dtype), torch.float32)
         users, items = users.to(dtype), items.to(dtype)
+        if log_q is not None:
+            log_q = log_q.to(dtype)
         p = users.shape[0]
         scaled = users / temperature  # (P, D): scores / tau without a (P, C) division
         grad_users = torch.empty_like(users)
@@ -76,14 +81,18 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
                 pos = positive[start : start + chunk]
                 rows = torch.arange(len(pos), device=users.device)
                 logits = u @ items.T  # (c, C)
+                if log_q is not None:  # logQ correction of sampled candidates
+                    logits.sub_(log_q)
                 if blocked is not None:  # a few columns: cheaper than gathering the others
                     logits.index_fill_(1, blocked, float("-inf"))
+                if row_blocked is not None:  # per-row masks (P, C)
+                    logits.masked_fill_(row_blocked[start : start + chunk], float("-inf"))
                 log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place, row by row
                 total -= log_probs[rows, pos].sum(dtype=torch.float64)
                 probs = log_probs.exp_()  # softmax, in place
                 probs[rows, pos] -= 1.0  # d loss / d logits = softmax - onehot
                 grad_users[start : start + chunk] = probs @ items
-                grad_items.addmm_(probs.T, u)
+                torch.addmm(grad_items, probs.T, u, out=grad_items)  # counted by flop_counter
         scale = 1.0 / (p * temperature)  # the mean over P; logits = users @ items.T / tau
         ctx.save_for_backward(grad_users.mul_(scale), grad_items.mul_(1.0 / p))
         return (total / p).to(dtype)
@@ -99,6 +108,8 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
             None,
             None,
             None,
+            None,
+            None,
         )
 
 
@@ -109,17 +120,22 @@ def full_softmax_nce(
     temperature: float = 1.0,
     allowed: torch.Tensor | None = None,
     chunk: int = 128,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`info_nce(users @ items.T, positive, temperature=temperature, allowed=allowed)` for users
-    (P, D) and every candidate item (C, D), `allowed` (C,) bool or None, fused and computed
-    `chunk` rows at a time (see the module docstring). A blocked candidate gets no score and no
-    gradient."""
+    """`info_nce(users @ items.T, positive, log_q, temperature, allowed)` for users (P, D) and
+    candidate items (C, D) (the whole catalogue, or a sampled set with its logQ (C,)),
+    `allowed` (C,) or (P, C) bool or None, fused and computed `chunk` rows at a time (see the
+    module docstring). A blocked candidate gets no score and no gradient."""
     if not users.requires_grad and not items.requires_grad:  # no gradients wanted
-        return info_nce(users @ items.T, positive, temperature=temperature, allowed=allowed)
-    blocked = None
-    if allowed is not None and not bool(allowed.all()):
+        return info_nce(users @ items.T, positive, log_q, temperature, allowed)
+    blocked = row_blocked = None
+    if allowed is not None and allowed.dim() == 2:
+        row_blocked = ~allowed
+    elif allowed is not None and not bool(allowed.all()):
         blocked = (~allowed).nonzero().squeeze(1)
-    return _FusedSoftmaxNCE.apply(users, items, positive, blocked, temperature, chunk)
+    return _FusedSoftmaxNCE.apply(
+        users, items, positive, blocked, row_blocked, log_q, temperature, chunk
+    )
 
 
 def interest_info_nce(
@@ -148,9 +164,8 @@ def interest_info_nce(
         scores = interest_scores(users, items, interest_score, interest_temperature)  # (P, C)
         return info_nce(scores, positive, log_q, temperature, allowed)
     user = nearest_interest(users, items[positive])  # (P, D)
-    if log_q is None and (allowed is None or allowed.dim() == 1):  # the full softmax: fused
-        return full_softmax_nce(user, items, positive, temperature, allowed)
-    return info_nce(user @ items.T, positive, log_q, temperature, allowed)
+    # fused and chunked, over the whole catalogue or a sampled candidate set alike
+    return full_softmax_nce(user, items, positive, temperature, allowed, log_q=log_q)
 
 
 def view_info_nce(
