@@ -1,5 +1,6 @@
-"""Training cheaply (issue 12): wall-clock time to quality of MSLT, SRU++, CoRe and SAS against
-the plain Transformer of the same final depth, trained side by side on one dataset per call.
+"""Training cheaply (issue 12): wall-clock time to quality of MSLT, SRU++, CoRe and SAS (and of
+the masked-item objective SAS builds on) against the plain Transformer of the same final depth,
+trained side by side on one dataset per call.
 
 Each method is the dataset's preset plus benchmarks/efficiency/METHOD.toml (differences only,
 stage plans included) plus the `--set` overrides common to all. Per method: the curve of
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "efficiency"
 RESULTS = REPO / "benchmarks" / "results" / "efficiency.json"
 METHOD_DIR = REPO / "benchmarks" / "efficiency"
-METHODS = ("transformer", "mslt", "sru", "core", "sas")
+METHODS = ("transformer", "mslt", "sru", "core", "sas", "masked")
 REFERENCE = "transformer"
 PRESETS = {"tiny": "tiny", "synthetic-2m": "synthetic", "beauty": "beauty", "lastfm": "lastfm"}
 QUALITY_MARGIN = 0.01  # "to quality": the reference's best validation NDCG@10 minus 1% of it

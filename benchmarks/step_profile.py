@@ -226,6 +226,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profile-steps", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", help="the results' dataset key (default: the dataset's name)")
     args = parser.parse_args()
 
     import torch
@@ -234,6 +235,7 @@ def main() -> None:
 
     watch = CpuWatch()
     name = Path(args.dataset).name if args.dataset not in PRESETS else args.dataset
+    name = args.name or name
     preset = args.preset or PRESETS.get(args.dataset)
     data = dataset_dir(args.dataset)
     results, details = {}, {}

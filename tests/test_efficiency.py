@@ -22,6 +22,8 @@ def test_every_method_has_the_references_final_depth(efficiency, preset):
     assert {efficiency.final_depth(c) for c in configs.values()} == {4}
     assert configs["sru"].model.encoder == "sru"
     assert configs["sas"].train.objective == "sas"
+    assert configs["masked"].train.objective == "masked"
+    assert configs["masked"].data.window_stride == configs["sas"].data.window_stride == 0
     assert configs["core"].model.ffn_rank > 0 and configs["core"].train.stages[-1].expand
     assert configs["mslt"].train.stages[1].trainable == "top:2"
     scaled = efficiency.method_config(preset, "mslt", [], 0.2)
@@ -35,7 +37,7 @@ def test_seconds_to_quality_is_the_first_epoch_at_the_target(efficiency):
     assert efficiency.seconds_to(points, 0.36) is None
 
 
-@pytest.mark.slow  # trains five small models (about 20 s)
+@pytest.mark.slow  # trains six small models (about 20 s)
 def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     monkeypatch.setattr(efficiency, "WORK", tmp_path / "work")
     out = tmp_path / "efficiency.json"
@@ -45,7 +47,7 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     efficiency.main()
     doc = json.loads(out.read_text())
     results = doc["results"]["tiny"]
-    assert list(results) == ["transformer", "mslt", "sru", "core", "sas"]
+    assert list(results) == ["transformer", "mslt", "sru", "core", "sas", "masked"]
     keys = {"NDCG@10", "valid_NDCG@10", "train_seconds", "seconds_to_quality", "speedup"}
     assert all(set(r) == keys for r in results.values())
     ref = results["transformer"]
@@ -65,7 +67,7 @@ def test_smoke_run_writes_the_issue_keys(efficiency, tmp_path, monkeypatch):
     per_stage = doc["details"]["tiny"]["mslt"]["stage_epoch_seconds"]
     assert len(per_stage) == 3 and all(x > 0 for x in per_stage)
     table = efficiency.markdown_table(out).splitlines()
-    assert len(table) == 2 + 5 and table[2].startswith("| tiny | transformer |")
+    assert len(table) == 2 + 6 and table[2].startswith("| tiny | transformer |")
     assert (tmp_path / "efficiency-tiny.png").stat().st_size > 0
     # --collect assembles the same results from the finished runs without training again
     again = tmp_path / "again.json"

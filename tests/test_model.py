@@ -259,6 +259,10 @@ def test_fused_sampled_softmax_matches_info_nce_with_logq_and_masks(chunk, masks
     torch.testing.assert_close(i2.grad, i1.grad, rtol=1e-10, atol=1e-12)
     if masks == "columns":
         assert allowed is not None and not i2.grad[~allowed].any()
+    # frozen item vectors (MSLT's top-only stages): the users' gradient alone, the same
+    u4 = users.clone().requires_grad_()
+    full_softmax_nce(u4, items, positive, 0.7, allowed, chunk, log_q=log_q).backward()
+    torch.testing.assert_close(u4.grad, u1.grad, rtol=1e-10, atol=1e-12)
     u3, i3 = users.clone().requires_grad_(), items.clone().requires_grad_()
     routed = interest_info_nce(u3[:, None], i3, positive, log_q, 0.7, allowed)  # the trainer's
     assert routed.item() == pytest.approx(ref.item(), rel=1e-12)

@@ -71,9 +71,12 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
         if log_q is not None:
             log_q = log_q.to(dtype)
         p = users.shape[0]
+        # only the gradients asked for: frozen item vectors (MSLT's top-only stages) skip the
+        # (C, P) x (P, D) product
+        want_users, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         scaled = users / temperature  # (P, D): scores / tau without a (P, C) division
-        grad_users = torch.empty_like(users)
-        grad_items = torch.zeros_like(items)
+        grad_users = torch.empty_like(users) if want_users else users.new_zeros(())
+        grad_items = torch.zeros_like(items) if want_items else items.new_zeros(())
         total = users.new_zeros((), dtype=torch.float64)
         with torch.autocast(users.device.type, enabled=False):
             for start in range(0, p, chunk):
@@ -91,8 +94,10 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
                 total -= log_probs[rows, pos].sum(dtype=torch.float64)
                 probs = log_probs.exp_()  # softmax, in place
                 probs[rows, pos] -= 1.0  # d loss / d logits = softmax - onehot
-                grad_users[start : start + chunk] = probs @ items
-                torch.addmm(grad_items, probs.T, u, out=grad_items)  # counted by flop_counter
+                if want_users:
+                    grad_users[start : start + chunk] = probs @ items
+                if want_items:  # (out=, not addmm_: counted by torch.utils.flop_counter)
+                    torch.addmm(grad_items, probs.T, u, out=grad_items)
         scale = 1.0 / (p * temperature)  # the mean over P; logits = users @ items.T / tau
         ctx.save_for_backward(grad_users.mul_(scale), grad_items.mul_(1.0 / p))
         return (total / p).to(dtype)
@@ -101,9 +106,10 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_users, grad_items = ctx.saved_tensors
         users_dtype, items_dtype = ctx.dtypes
+        want_users, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (
-            (grad_users * grad).to(users_dtype),
-            (grad_items * grad).to(items_dtype),
+            (grad_users * grad).to(users_dtype) if want_users else None,
+            (grad_items * grad).to(items_dtype) if want_items else None,
             None,
             None,
             None,
