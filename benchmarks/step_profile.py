@@ -3,7 +3,7 @@
 
 For each method (the same configs as efficiency.py: the dataset's preset + METHOD.toml +
 `--set`) and each stage of its plan, the trainer's own step (`guim.train.step_loss`, backward,
-gradient clipping, optimiser) runs on batches of an epoch chosen at evenly spaced quantiles of
+`guim.train.optimiser_step`) runs on batches of an epoch chosen at evenly spaced quantiles of
 the batch size (an epoch's batches differ in length):
 - mean seconds of each phase over `--steps` steps after `--warmup` (forward = model + loss, of
   which the encoder's forward, by hooks on `model.encoder`; backward, of which the encoder's
@@ -76,7 +76,7 @@ def stage_profile(
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from guim.train import step_loss
+    from guim.train import optimiser_step, step_loss
 
     stage = t.stages[t.state.stage]
     weight = float(stage.contrastive_weight)
@@ -106,7 +106,6 @@ def stage_profile(
                 lambda *_: encoder_backward.append(time.perf_counter() - back_started.pop())
             ),
         ]
-    grad_clip = t.cfg.train.grad_clip
     t.model.train()
 
     def one(batch: Any) -> tuple[float, float, float]:
@@ -117,11 +116,7 @@ def stage_profile(
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        if grad_clip > 0:
-            dense = [p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse]
-            torch.nn.utils.clip_grad_norm_(dense, grad_clip, foreach=True)
-        for opt in t.optimizers.values():
-            opt.step()
+        optimiser_step(t)
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     for batch in warm:
@@ -143,7 +138,8 @@ def stage_profile(
     total = sum(e.self_cpu_time_total for e in ops)
     kinds: dict[str, float] = {}
     for e in ops:
-        kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_cpu_time_total / total
+        kind = kind_of(e.key)
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total / total
     top = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
     with FlopCounterMode(display=False) as counter:  # forward + backward of the timed batches
         for batch in timed:
@@ -193,9 +189,8 @@ def method_profile(
     for index, stage in enumerate(t.stages):
         if index:
             enter_stage(t, index, restore_best=False)
-        before = t.stages[index - 1] if index else None
-        same = before is not None and not stage.expand and stage.n_layers == before.n_layers
-        if same and before is not None and stage.trainable == before.trainable:
+        before = (t.stages[index - 1].n_layers, t.stages[index - 1].trainable) if index else None
+        if not stage.expand and (stage.n_layers, stage.trainable) == before:
             continue  # the same step as the stage before
         tr = replace(t.cfg.train, objective=stage.objective)
         batches = make_batches(t.seqs, t.cfg.data, tr, np.random.default_rng(0))

@@ -363,13 +363,7 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
             with torch.autocast(t.device.type, torch.bfloat16, enabled=tr.precision == "bf16"):
                 loss = step_loss(t, batch, generator, weight)
             (loss if scale == 1.0 else loss * scale).backward()
-            if tr.grad_clip > 0:
-                dense = [
-                    p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse
-                ]
-                torch.nn.utils.clip_grad_norm_(dense, tr.grad_clip, foreach=True)
-            for opt in t.optimizers.values():
-                opt.step()
+            optimiser_step(t)
             if t.ema is not None:
                 _update_ema(t.ema, t.model, tr.ema_decay)
             t.state.step += 1
@@ -395,6 +389,16 @@ def train_epoch(t: Trainer, epoch: int, show_progress: bool = True) -> dict[str,
     if len(t.stages) > 1:
         record["stage"] = t.state.stage
     return record
+
+
+def optimiser_step(t: Trainer) -> None:
+    """After the backward pass: clip the dense gradients to train.grad_clip (sparse ones, the
+    sampled loss's id embedding, are not clipped) and step every optimiser."""
+    if t.cfg.train.grad_clip > 0:
+        dense = [p for p in t.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+        torch.nn.utils.clip_grad_norm_(dense, t.cfg.train.grad_clip, foreach=True)
+    for opt in t.optimizers.values():
+        opt.step()
 
 
 # ---- validation and the end ----------------------------------------------------------------
