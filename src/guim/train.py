@@ -503,7 +503,13 @@ def train(
                     shutil.rmtree(out_dir, ignore_errors=True)
                 raise
         t.wrapped = wrap(t.model, t.device, t.world)
-        return _loop(t, out_dir, show_progress, evaluate_test)
+        done = _loop(t, out_dir, show_progress, evaluate_test)
+        if world > 1:
+            # every process leaves together: a process that tears its gloo group down while a
+            # peer is still writing or evaluating could abort at exit (rank 1's SIGABRT,
+            # "terminate called without an active exception", seen once in the DDP tests)
+            torch.distributed.barrier()
+        return done
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
